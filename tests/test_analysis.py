@@ -1,0 +1,315 @@
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from w2sray.analysis import (
+    PGRMatrix,
+    add_pgr,
+    format_matrix,
+    pgr,
+    pgr_array,
+    pgr_matrices,
+    slugify,
+    write_report,
+)
+
+# Deliberately not alphabetical, so ladder order is distinguishable from sorting.
+LADDER = ["tiny", "base", "huge"]
+XENT = "xent"
+LOGCONF = "logconf(alpha_max=0.5)"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(variant, weak, strong, seed, weak_acc, ceiling_acc, w2s_acc):
+    method, hparams = ("xent", "{}") if variant == XENT else ("logconf", '{"alpha_max": 0.5}')
+    return dict(
+        dataset="sciq",
+        weak=weak,
+        strong=strong,
+        method=method,
+        hparams=hparams,
+        variant=variant,
+        seed=seed,
+        weak_acc=weak_acc,
+        ceiling_acc=ceiling_acc,
+        w2s_acc=w2s_acc,
+        weak_auc=weak_acc + 0.05,
+        ceiling_auc=ceiling_acc + 0.05,
+        w2s_auc=np.nan,
+        run_key=f"t-{variant}-{weak}-{strong}-{seed}",
+        weak_key=f"gt-{weak}-{seed}",
+        ceiling_key=f"gt-{strong}-{seed}",
+    )
+
+
+# Hand-computed PGRs in the comments: (w2s - weak) / (ceiling - weak).
+ROWS = [
+    _row(XENT, "tiny", "base", 0, 0.60, 0.70, 0.65),  # 0.5
+    _row(XENT, "tiny", "base", 1, 0.62, 0.72, 0.66),  # 0.4  -> mean 0.45, std 0.0707
+    _row(XENT, "tiny", "huge", 0, 0.60, 0.80, 0.75),  # 0.75
+    _row(XENT, "tiny", "huge", 1, 0.62, 0.82, 0.73),  # 0.55 -> mean 0.65, std 0.1414
+    _row(XENT, "base", "huge", 0, 0.70, 0.80, 0.68),  # -0.2 (student worse than supervisor)
+    _row(XENT, "base", "huge", 1, 0.72, 0.72, 0.75),  # undefined -> mean -0.2, n 1, std NaN
+    _row(LOGCONF, "tiny", "base", 0, 0.60, 0.70, 0.68),  # 0.8
+    _row(LOGCONF, "tiny", "base", 1, 0.62, 0.72, 0.69),  # 0.7 -> mean 0.75, std 0.0707
+    _row(LOGCONF, "tiny", "huge", 0, 0.60, 0.80, 0.78),  # 0.9
+    _row(LOGCONF, "tiny", "huge", 1, 0.62, 0.82, 0.80),  # 0.9 -> mean 0.9, std 0
+    _row(LOGCONF, "base", "huge", 0, 0.70, 0.80, 0.76),  # 0.6
+    _row(LOGCONF, "base", "huge", 1, 0.72, 0.82, 0.80),  # 0.8 -> mean 0.7, std 0.1414
+]
+S2 = math.sqrt(2)
+
+
+@pytest.fixture
+def results():
+    return pd.DataFrame(ROWS)
+
+
+@pytest.fixture
+def gt():
+    accs = {"tiny": (0.60, 0.62), "base": (0.70, 0.72), "huge": (0.80, 0.82)}
+    return pd.DataFrame(
+        [
+            dict(dataset="sciq", model=m, seed=s, acc=a[s], auc=a[s] + 0.05, run_key=f"gt-{m}-{s}")
+            for m, a in accs.items()
+            for s in (0, 1)
+        ]
+    )
+
+
+@pytest.fixture
+def failures():
+    return pd.DataFrame(
+        [
+            dict(
+                run_key="t-xent-huge-seed7",
+                kind="transfer",
+                dataset="sciq",
+                model="huge",
+                variant=XENT,
+                error="RuntimeError: CUDA out of memory\n  Traceback line two",
+            )
+        ]
+    )
+
+
+def _by_variant(ms):
+    return {m.variant: m for m in ms}
+
+
+# --- pgr arithmetic ---------------------------------------------------------------------
+
+
+def test_pgr_basic_and_negative():
+    assert pgr(0.6, 0.7, 0.8) == pytest.approx(0.5)
+    assert pgr(0.6, 0.8, 0.8) == pytest.approx(1.0)
+    assert pgr(0.6, 0.6, 0.8) == pytest.approx(0.0)
+    assert pgr(0.6, 0.5, 0.8) == pytest.approx(-0.5)
+    assert pgr(0.6, 0.9, 0.8) == pytest.approx(1.5)
+    # Ceiling below weak: the sign convention still holds.
+    assert pgr(0.8, 0.7, 0.6) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "weak,w2s,ceiling",
+    [
+        (0.7, 0.75, 0.7),  # ceiling == weak
+        (0.7, 0.7, 0.7),
+        (0.7, 0.75, 0.7 + 1e-12),  # within eps
+        (float("nan"), 0.7, 0.8),
+        (0.6, float("nan"), 0.8),
+        (0.6, 0.7, float("nan")),
+        (None, 0.7, 0.8),
+    ],
+)
+def test_pgr_undefined_is_nan(weak, w2s, ceiling):
+    assert math.isnan(pgr(weak, w2s, ceiling))
+
+
+def test_pgr_eps_is_configurable():
+    assert pgr(0.7, 0.71, 0.7 + 1e-6) == pytest.approx(1e4)
+    assert math.isnan(pgr(0.7, 0.71, 0.7 + 1e-6, eps=1e-3))
+
+
+def test_pgr_array_no_inf_no_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(all="raise"):
+            out = pgr_array(
+                [0.6, 0.7, 0.6, np.nan, None], [0.7, 0.8, 0.5, 0.7, 0.7], [0.8, 0.7, 0.8, 0.8, 0.8]
+            )
+    assert out[0] == pytest.approx(0.5)
+    assert out[2] == pytest.approx(-0.5)
+    assert np.isnan(out[[1, 3, 4]]).all()
+    assert not np.isinf(out).any()
+
+
+def test_add_pgr_columns(results):
+    out = add_pgr(results)
+    assert "pgr" not in results.columns  # input not mutated
+    assert len(out) == len(results)
+    expected = [0.5, 0.4, 0.75, 0.55, -0.2, np.nan, 0.8, 0.7, 0.9, 0.9, 0.6, 0.8]
+    np.testing.assert_allclose(out["pgr"].to_numpy(), expected, atol=1e-9)
+    # AUC: weak and ceiling shifted by the same amount, w2s_auc missing -> all NaN.
+    assert out["pgr_auc"].isna().all()
+    assert not np.isinf(out["pgr"]).any()
+
+
+def test_add_pgr_missing_auc_columns(results):
+    out = add_pgr(results.drop(columns=["weak_auc", "ceiling_auc", "w2s_auc"]))
+    assert out["pgr_auc"].isna().all()
+    assert out["pgr"].notna().sum() == 11
+
+
+# --- matrices ---------------------------------------------------------------------------
+
+
+def test_pgr_matrices_values(results):
+    ms = pgr_matrices(results, LADDER)
+    assert [(m.dataset, m.variant) for m in ms] == [("sciq", LOGCONF), ("sciq", XENT)]
+    xent, lc = _by_variant(ms)[XENT], _by_variant(ms)[LOGCONF]
+
+    for m in ms:
+        for f in (m.mean, m.std, m.n):
+            assert list(f.index) == LADDER
+            assert list(f.columns) == LADDER
+
+    assert xent.mean.loc["tiny", "base"] == pytest.approx(0.45)
+    assert xent.std.loc["tiny", "base"] == pytest.approx(0.1 / S2)
+    assert xent.n.loc["tiny", "base"] == 2
+    assert xent.mean.loc["tiny", "huge"] == pytest.approx(0.65)
+    assert xent.std.loc["tiny", "huge"] == pytest.approx(0.2 / S2)
+    # One seed undefined: mean ignores it, n counts only the defined one, std needs 2.
+    assert xent.mean.loc["base", "huge"] == pytest.approx(-0.2)
+    assert xent.n.loc["base", "huge"] == 1
+    assert math.isnan(xent.std.loc["base", "huge"])
+    assert xent.runs.loc["base", "huge"] == 2
+
+    assert lc.mean.loc["tiny", "base"] == pytest.approx(0.75)
+    assert lc.std.loc["tiny", "base"] == pytest.approx(0.1 / S2)
+    assert lc.mean.loc["tiny", "huge"] == pytest.approx(0.9)
+    assert lc.std.loc["tiny", "huge"] == pytest.approx(0.0, abs=1e-9)
+    assert lc.mean.loc["base", "huge"] == pytest.approx(0.7)
+    assert lc.std.loc["base", "huge"] == pytest.approx(0.2 / S2)
+
+    # Impossible pairs (weak not below strong) are NaN with n == 0.
+    for w, s in [("base", "tiny"), ("huge", "tiny"), ("huge", "base"), ("tiny", "tiny")]:
+        assert math.isnan(xent.mean.loc[w, s])
+        assert xent.n.loc[w, s] == 0
+
+
+def test_pgr_matrices_single_seed_std_nan(results):
+    (m, *_) = pgr_matrices(results[results["seed"] == 0], LADDER)
+    assert m.n.loc["tiny", "base"] == 1
+    assert math.isnan(m.std.loc["tiny", "base"])
+
+
+def test_pgr_matrices_ignores_pairs_against_ladder(results):
+    bad = results.iloc[[0]].assign(weak="huge", strong="tiny")
+    with pytest.warns(UserWarning, match="huge->tiny"):
+        ms = pgr_matrices(pd.concat([results, bad]), LADDER)
+    xent = _by_variant(ms)[XENT]
+    assert math.isnan(xent.mean.loc["huge", "tiny"])
+    assert xent.n.loc["tiny", "base"] == 2
+
+
+def test_pgr_matrices_empty():
+    assert pgr_matrices(pd.DataFrame(columns=["dataset", "weak", "strong"]), LADDER) == []
+
+
+def test_format_matrix(results):
+    xent = _by_variant(pgr_matrices(results, LADDER))[XENT]
+    text = format_matrix(xent)
+    assert "sciq / xent" in text
+    assert "0.45 ± 0.07" in text
+    assert "0.65 ± 0.14" in text
+    assert "-0.20" in text and "-0.20 ±" not in text
+    header = next(ln for ln in text.splitlines() if ln.startswith("weak"))
+    assert header.index("base") < header.index("huge")
+    assert "tiny" not in header  # no model is weaker than the smallest: column dropped
+    rows = [ln.split()[0] for ln in text.splitlines()[3:]]
+    assert rows == ["tiny", "base"]
+    # Impossible pair (base -> base) is blank, not "nan".
+    assert "nan" not in text.lower()
+
+
+def test_format_matrix_undef_and_not_run():
+    rows = [_row(XENT, "tiny", "base", s, 0.7, 0.7, 0.72) for s in (0, 1)]
+    (m,) = pgr_matrices(pd.DataFrame(rows), LADDER)
+    assert isinstance(m, PGRMatrix)
+    assert m.n.loc["tiny", "base"] == 0
+    text = format_matrix(m)
+    assert "undef" in text
+    assert m.cell("tiny", "huge") == "-"  # never run
+    assert m.cell("huge", "tiny") == ""
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def test_slugify():
+    assert slugify("sciq", LOGCONF) == "sciq__logconf-alpha_max-0.5"
+    assert slugify("A/B", "") == "a-b__x"
+
+
+def test_write_report(tmp_path, results, gt, failures):
+    out = tmp_path / "report"
+    paths = write_report(results, gt, failures, LADDER, out)
+
+    for p in (paths.table_parquet, paths.table_csv, paths.gt_csv, paths.summary_md):
+        assert p.is_file() and p.parent == out
+    assert len(paths.heatmaps) == 2 and len(paths.matrices) == 2
+    for png in [*paths.heatmaps, paths.scatter]:
+        assert png.read_bytes()[:8] == PNG_MAGIC
+    assert {p.name for p in paths.heatmaps} == {
+        "pgr__sciq__xent.png",
+        "pgr__sciq__logconf-alpha_max-0.5.png",
+    }
+    # No temp files left behind by the atomic writes.
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+    back = pd.read_parquet(paths.table_parquet)
+    assert len(back) == len(results)
+    assert set(back["run_key"]) == set(results["run_key"])
+    assert {"pgr", "pgr_auc"} <= set(back.columns)
+    got = back.set_index("run_key")["pgr"]
+    assert got["t-xent-base-huge-0"] == pytest.approx(-0.2)
+    assert math.isnan(got["t-xent-base-huge-1"])
+    assert len(pd.read_csv(paths.table_csv)) == len(results)
+    assert len(pd.read_csv(paths.gt_csv)) == len(gt)
+
+    md = paths.summary_md.read_text()
+    assert "0.45 ± 0.07 (n=2)" in md
+    assert "0.65 ± 0.14 (n=2)" in md
+    assert "-0.20 (n=1/2)" in md
+    assert "0.75 ± 0.07 (n=2)" in md
+    assert "0.70 ± 0.14 (n=2)" in md
+    assert "0.610 ± 0.014 (n=2)" in md  # GT accuracy of "tiny"
+    assert "RuntimeError: CUDA out of memory" in md
+    assert "Traceback line two" not in md
+    assert "t-xent-huge-seed7" in md
+    for png in [*paths.heatmaps, paths.scatter]:
+        assert f"]({png.name})" in md
+    # Ladder order in the markdown tables too.
+    assert md.index("| weak \\ strong | base | huge |") > 0
+
+
+def test_write_report_empty(tmp_path, gt):
+    paths = write_report(pd.DataFrame(), gt, pd.DataFrame(), LADDER, tmp_path)
+    assert paths.heatmaps == [] and paths.matrices == []
+    assert paths.scatter.read_bytes()[:8] == PNG_MAGIC
+    assert len(pd.read_parquet(paths.table_parquet)) == 0
+    md = paths.summary_md.read_text()
+    assert "No transfer runs yet" in md
+    assert "No failed runs." in md
+    assert "0.810 ± 0.014 (n=2)" in md  # GT still reported
+
+
+def test_write_report_overwrites(tmp_path, results, gt, failures):
+    write_report(results.iloc[:2], gt, failures.iloc[:0], LADDER, tmp_path)
+    paths = write_report(results, gt, failures, LADDER, tmp_path)
+    assert len(pd.read_parquet(paths.table_parquet)) == len(results)
+    assert "RuntimeError" in paths.summary_md.read_text()

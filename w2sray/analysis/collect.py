@@ -1,0 +1,99 @@
+"""Read a store into the analysis tables: results (one row per transfer), GT runs, failures.
+
+Reads only the store (sweep manifests plus run artifacts), never Tune's state, so sweeps that
+were interrupted, resumed, or run from several clusters into one store add up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from w2sray.store import Store
+
+
+@dataclass
+class Tables:
+    results: pd.DataFrame
+    gt: pd.DataFrame
+    failures: pd.DataFrame
+    ladder: list[str]
+    sweeps: list[str]
+
+
+def collect(store: Store) -> Tables:
+    """Join every sweep manifest in the store with the metrics of its complete runs."""
+    manifests = store.manifests()
+    ladder: list[str] = []
+    rows: dict[str, dict] = {}
+    for man in manifests:
+        for name in man["ladder"]:
+            if name not in ladder:
+                ladder.append(name)
+        for row in man["runs"]:
+            rows.setdefault(row["key"], row)
+
+    metrics: dict[str, dict] = {}
+    for key in rows:
+        if store.is_complete(key):
+            metrics[key] = store.read_json(key, "metrics.json")
+
+    gt_rows = [
+        {
+            "dataset": r["dataset"],
+            "model": r["model"],
+            "seed": r["seed"],
+            "acc": metrics[k]["acc"],
+            "auc": metrics[k].get("auc"),
+            "run_key": k,
+        }
+        for k, r in rows.items()
+        if r["kind"] == "gt" and k in metrics
+    ]
+    results = []
+    for k, r in rows.items():
+        if r["kind"] != "transfer" or k not in metrics:
+            continue
+        weak, ceil = metrics.get(r["weak_key"]), metrics.get(r["ceiling_key"])
+        if weak is None or ceil is None:
+            continue
+        results.append(
+            {
+                "dataset": r["dataset"],
+                "weak": r["weak"],
+                "strong": r["model"],
+                "method": r["method"],
+                "hparams": r["hparams"],
+                "variant": r["variant"],
+                "seed": r["seed"],
+                "weak_acc": weak["acc"],
+                "ceiling_acc": ceil["acc"],
+                "w2s_acc": metrics[k]["acc"],
+                "weak_auc": weak.get("auc"),
+                "ceiling_auc": ceil.get("auc"),
+                "w2s_auc": metrics[k].get("auc"),
+                "run_key": k,
+                "weak_key": r["weak_key"],
+                "ceiling_key": r["ceiling_key"],
+            }
+        )
+    failures = [
+        {
+            "run_key": f.get("key"),
+            "kind": f.get("kind"),
+            "dataset": f.get("dataset"),
+            "model": f.get("model"),
+            "variant": f.get("variant"),
+            "error": f.get("error"),
+        }
+        for f in store.failures()
+        if f.get("key") in rows and f.get("key") not in metrics
+    ]
+    return Tables(
+        results=pd.DataFrame(results),
+        gt=pd.DataFrame(gt_rows),
+        failures=pd.DataFrame(failures),
+        ladder=ladder,
+        sweeps=[m["name"] for m in manifests],
+    )

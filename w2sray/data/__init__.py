@@ -1,0 +1,93 @@
+"""Dataset registry: a dataset is one entry, a loader returning texts and binary labels.
+
+Splits are made here too, so every model of a sweep sees exactly the same examples.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from w2sray.data.synthetic import synthetic_rows
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    # load(n, seed, **params) -> (texts, labels); n is the number of examples the splits need
+    load: Callable[..., tuple[list[str], list[int]]]
+    doc: str
+    params: tuple[str, ...]  # loader keyword arguments a spec may set
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, doc: str, params: tuple[str, ...] = ()) -> Callable:
+    """Decorator adding a loader ``fn(n, seed, **params) -> (texts, labels)`` to DATASETS."""
+
+    def wrap(fn: Callable) -> Callable:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        DATASETS[name] = DatasetEntry(name, fn, doc, params)
+        return fn
+
+    return wrap
+
+
+@register_dataset(
+    "synthetic",
+    "Embedded offline task: negation-sensitive synthetic reviews.",
+    params=tuple(p for p in inspect.signature(synthetic_rows).parameters if p not in ("n", "seed")),
+)
+def _synthetic(n: int, seed: int, **params: object) -> tuple[list[str], list[int]]:
+    return synthetic_rows(n, seed=seed, **params)
+
+
+def validate_dataset_params(name: str, params: dict) -> list[str]:
+    """Problems with a dataset's loader params (unknown names), for spec validation."""
+    accepted = DATASETS[name].params
+    return [
+        f"unknown parameter {k!r} for dataset {name!r} (accepted: {', '.join(accepted)})"
+        for k in params
+        if k not in accepted
+    ]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Three disjoint splits; ``*_ids`` index the loaded rows so disjointness is checkable."""
+
+    gt_texts: list[str]
+    gt_labels: list[int]
+    gt_ids: np.ndarray
+    weak_texts: list[str]
+    weak_labels: list[int]
+    weak_ids: np.ndarray
+    test_texts: list[str]
+    test_labels: list[int]
+    test_ids: np.ndarray
+
+
+def make_splits(
+    name: str, params: dict, n_gt: int, n_weak: int, n_test: int, split_seed: int
+) -> Splits:
+    """Load a dataset and cut disjoint A (gt), B (weak) and test splits, deterministic in seed."""
+    need = n_gt + n_weak + n_test
+    texts, labels = DATASETS[name].load(need, split_seed, **params)
+    if len(texts) < need:
+        raise ValueError(
+            f"dataset {name!r} has {len(texts)} examples, the splits need {need} "
+            f"(n_gt={n_gt}, n_weak={n_weak}, n_test={n_test})"
+        )
+    order = np.random.default_rng(split_seed).permutation(len(texts))
+    ids = (order[:n_gt], order[n_gt : n_gt + n_weak], order[n_gt + n_weak : need])
+
+    def take(idx: np.ndarray) -> tuple[list[str], list[int]]:
+        return [texts[i] for i in idx], [int(labels[i]) for i in idx]
+
+    (a_t, a_y), (b_t, b_y), (t_t, t_y) = (take(i) for i in ids)
+    return Splits(a_t, a_y, ids[0], b_t, b_y, ids[1], t_t, t_y, ids[2])

@@ -1,0 +1,20 @@
+"""Model registry and the classifier head."""
+
+from w2sray.models.head import W2SClassifier, pool
+from w2sray.models.registry import (
+    BUILTIN_LADDER,
+    Loaded,
+    is_builtin,
+    load_model,
+    resolve_model_source,
+)
+
+__all__ = [
+    "BUILTIN_LADDER",
+    "Loaded",
+    "W2SClassifier",
+    "is_builtin",
+    "load_model",
+    "pool",
+    "resolve_model_source",
+]

@@ -1,0 +1,47 @@
+"""A backbone plus a 2-way linear head, with pooling chosen from the attention mask."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """Pool [B, T, H] hidden states into [B, H] using the attention mask [B, T].
+
+    ``last`` takes the last position whose mask is 1, ``first`` the first, so both work with
+    padding on either side (earlier W2S code counted non-zero token ids, which breaks when the
+    pad id is a real token or padding is on the left).
+    """
+    mask = mask.to(hidden.device)
+    positions = torch.arange(mask.shape[1], device=hidden.device).expand_as(mask)
+    if how == "last":
+        idx = torch.where(mask.bool(), positions, -1).max(dim=1).values
+    elif how == "first":
+        big = mask.shape[1]
+        idx = torch.where(mask.bool(), positions, big).min(dim=1).values
+    elif how == "mean":
+        w = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+    else:
+        raise ValueError(f"unknown pooling {how!r}")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
+
+
+class W2SClassifier(nn.Module):
+    """Backbone -> pooled hidden state -> linear head with 2 logits."""
+
+    def __init__(self, backbone: nn.Module, pooling: str):
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        hidden = backbone.config.hidden_size
+        self.head = nn.Linear(hidden, 2)
+        # Small init: the head starts near 50/50 so early weak labels are not overconfident.
+        nn.init.normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        pooled = pool(out.last_hidden_state, attention_mask, self.pooling)
+        return self.head(pooled.to(self.head.weight.dtype))

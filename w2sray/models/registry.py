@@ -1,0 +1,106 @@
+"""Model registry: the built-in tiny ladder, hub names and local paths, all behind one loader."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+# Built-in ladder for the embedded offline task: GPT-2 shaped causal LMs of growing size, built
+# from configs (random init, seeded), so the quickstart needs no download.
+BUILTIN_LADDER: dict[str, dict[str, int]] = {
+    "w2s-tiny-1": dict(n_layer=1, n_embd=16, n_head=1),
+    "w2s-tiny-2": dict(n_layer=2, n_embd=48, n_head=2),
+    "w2s-tiny-3": dict(n_layer=2, n_embd=96, n_head=4),
+    "w2s-tiny-4": dict(n_layer=4, n_embd=160, n_head=4),
+}
+
+# Encoder families pool their first ([CLS]) token; everything else is treated as a causal LM and
+# pools its last real token.
+ENCODER_TYPES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "deberta",
+    "deberta-v2",
+    "distilbert",
+    "electra",
+    "albert",
+    "mpnet",
+    "modernbert",
+}
+
+
+@dataclass
+class Loaded:
+    backbone: torch.nn.Module
+    tokenizer: object  # a transformers PreTrainedTokenizer(Fast)
+    pooling: str  # last | first | mean
+
+
+def is_builtin(source: str) -> bool:
+    return source in BUILTIN_LADDER
+
+
+def resolve_model_source(source: str, check_only: bool = False) -> str | None:
+    """Return a problem with ``source`` (for spec validation) or None when it looks loadable.
+
+    Hub ids cannot be checked offline; local paths must exist and hold a config.json.
+    """
+    if is_builtin(source):
+        return None
+    if source.startswith("w2s-tiny"):
+        return f"unknown built-in model {source!r} (built-ins: {', '.join(BUILTIN_LADDER)})"
+    looks_local = source.startswith(("/", "./", "../", "~")) or os.path.exists(source)
+    if looks_local:
+        path = os.path.expanduser(source)
+        if not os.path.isdir(path):
+            return f"local model directory {source!r} does not exist"
+        if not os.path.exists(os.path.join(path, "config.json")):
+            return f"local model directory {source!r} has no config.json"
+    return None
+
+
+def load_model(
+    source: str,
+    seed: int,
+    revision: str | None = None,
+    pooling: str = "auto",
+    trust_remote_code: bool = False,
+    dtype: torch.dtype | None = None,
+) -> Loaded:
+    """Load a backbone and its tokenizer: built-in (from config), hub id or local path."""
+    # Import the model modules before any deepspeed.zero.Init context (see DESIGN.md).
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    torch.manual_seed(seed)
+    if is_builtin(source):
+        from w2sray.data.tokenizer import build_synthetic_tokenizer
+
+        tok = build_synthetic_tokenizer()
+        cfg = transformers.GPT2Config(
+            vocab_size=len(tok),
+            n_positions=512,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **BUILTIN_LADDER[source],
+        )
+        backbone = transformers.GPT2Model(cfg)
+        model_type = "gpt2"
+    else:
+        path = os.path.expanduser(source)
+        kw = dict(revision=revision, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(path, **kw)
+        cfg = AutoConfig.from_pretrained(path, **kw)
+        backbone = AutoModel.from_pretrained(path, dtype=dtype, **kw)
+        model_type = cfg.model_type
+        if tok.pad_token is None:  # GPT-2 style tokenizers ship without one
+            tok.pad_token = tok.eos_token or tok.unk_token
+    if pooling == "auto":
+        pooling = "first" if model_type in ENCODER_TYPES else "last"
+    return Loaded(backbone=backbone, tokenizer=tok, pooling=pooling)

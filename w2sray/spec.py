@@ -1,0 +1,415 @@
+"""Sweep spec: a YAML file validated into typed, frozen objects before any Ray work starts.
+
+Every problem is collected (not just the first) and reported as ``file: field: message`` so a
+user fixes the whole spec in one go. A list of values for a method hyper-parameter is a grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class SpecError(ValueError):
+    """A spec that cannot run. ``problems`` are ``field: message`` strings."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of one run (any model entry may override them)."""
+
+    epochs: float = 2.0  # passes over the run's training split; fractional allowed
+    batch_size: int = 32  # global batch, split evenly over the run's workers
+    eval_batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_warmup_frac: float = 0.0  # linear lr warmup, then cosine decay to 0
+    max_length: int = 64  # tokens; longer texts are truncated (and counted), never dropped
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How one run is laid out on the cluster. Does not change a run's key: the global batch is
+    the same however many workers share it, so results agree up to float summation order."""
+
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    zero_stage: int = 1  # DeepSpeed ZeRO stage 0-3
+    offload: bool = False  # ZeRO-Offload of optimizer state to CPU (stage >= 1)
+    max_failures: int = 0  # Ray Train restarts of a run from its last checkpoint
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset and the sizes of its three disjoint splits."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)  # loader arguments (registry entry)
+    n_gt: int = 1000  # split A: ground-truth training of every ladder model
+    n_weak: int = 1000  # split B: weak labels, then weak-to-strong training
+    n_test: int = 1000  # test split, the same examples for every model
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A ladder rung: a built-in tiny model, a hub name or a local path."""
+
+    name: str
+    source: str  # builtin name, HF hub id or local directory
+    revision: str | None = None
+    pooling: str = "auto"  # auto | last | first | mean
+    trust_remote_code: bool = False
+    train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides
+    resources: dict[str, Any] = field(default_factory=dict)  # Resources overrides
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A weak-to-strong training method: a loss and its hyper-parameter grid."""
+
+    name: str
+    loss: str
+    params: dict[str, Any] = field(default_factory=dict)  # scalar or list (= grid axis)
+
+    def variants(self) -> list[dict[str, Any]]:
+        """The grid of hyper-parameter settings this method expands to (sorted keys)."""
+        keys = sorted(self.params)
+        axes = [v if isinstance(v, list) else [v] for v in (self.params[k] for k in keys)]
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes)]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    storage: str
+    datasets: tuple[DatasetSpec, ...]
+    models: tuple[ModelSpec, ...]  # the ladder, weakest first
+    methods: tuple[MethodSpec, ...]
+    seeds: tuple[int, ...]
+    train: TrainSettings = TrainSettings()
+    resources: Resources = Resources()
+    max_concurrent_trials: int | None = None  # None: derived from cluster resources
+    source_path: str = ""
+
+    def train_for(self, model: ModelSpec) -> TrainSettings:
+        return replace(self.train, **model.train)
+
+    def resources_for(self, model: ModelSpec) -> Resources:
+        return replace(self.resources, **model.resources)
+
+
+def canonical_json(obj: Any) -> str:
+    """Stable JSON used for content keys and grouping (sorted keys, no whitespace)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
+
+
+def _default(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)
+    raise TypeError(f"not serialisable: {type(obj).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+class _Checker:
+    """Collects problems while coercing raw YAML into dataclasses."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def bad(self, where: str, msg: str) -> None:
+        self.problems.append(f"{where}: {msg}")
+
+    def mapping(self, raw: Any, where: str) -> dict[str, Any] | None:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.bad(where, f"must be a mapping, got {type(raw).__name__}")
+            return None
+        return raw
+
+    def dataclass_from(self, cls: type, raw: dict[str, Any], where: str, **fixed: Any) -> Any:
+        """Build ``cls`` from ``raw``, checking unknown keys and field types."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = dict(fixed)
+        for key, value in raw.items():
+            if key not in known or key in fixed:
+                self.bad(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(known))})")
+                continue
+            ok = self.check_type(value, known[key].type, f"{where}.{key}")
+            if ok:
+                kwargs[key] = value
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field is missing
+            missing = [
+                n for n, f in known.items() if n not in kwargs and _required(f) and n not in fixed
+            ]
+            for n in missing:
+                self.bad(f"{where}.{n}", "required field is missing")
+            if not missing:
+                self.bad(where, str(exc))
+            return None
+
+    def check_type(self, value: Any, annotation: Any, where: str) -> bool:
+        ann = str(annotation)
+        if ann.startswith("int") and "None" in ann and value is None:
+            return True
+        if ann.startswith("str") and "None" in ann and value is None:
+            return True
+        want = ann.split(" ")[0].split("[")[0]
+        checks = {
+            "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+            "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            "str": lambda v: isinstance(v, str),
+            "bool": lambda v: isinstance(v, bool),
+            "dict": lambda v: isinstance(v, dict),
+        }
+        check = checks.get(want)
+        if check is None or check(value):
+            return True
+        self.bad(where, f"must be {want}, got {value!r}")
+        return False
+
+
+def _required(f: Any) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _range(chk: _Checker, where: str, value: float, lo: float, hi: float | None = None) -> None:
+    if value < lo or (hi is not None and value > hi):
+        span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        chk.bad(where, f"must be {span}, got {value!r}")
+
+
+def _check_train(chk: _Checker, t: TrainSettings, where: str) -> None:
+    if t.epochs <= 0:
+        chk.bad(f"{where}.epochs", f"must be > 0, got {t.epochs!r}")
+    _range(chk, f"{where}.batch_size", t.batch_size, 1)
+    _range(chk, f"{where}.eval_batch_size", t.eval_batch_size, 1)
+    if t.lr <= 0:
+        chk.bad(f"{where}.lr", f"must be > 0, got {t.lr!r}")
+    _range(chk, f"{where}.weight_decay", t.weight_decay, 0)
+    _range(chk, f"{where}.lr_warmup_frac", t.lr_warmup_frac, 0, 1)
+    _range(chk, f"{where}.max_length", t.max_length, 2)
+
+
+def _check_resources(chk: _Checker, r: Resources, t: TrainSettings | None, where: str) -> None:
+    _range(chk, f"{where}.workers", r.workers, 1)
+    _range(chk, f"{where}.cpus_per_worker", r.cpus_per_worker, 0)
+    _range(chk, f"{where}.gpus_per_worker", r.gpus_per_worker, 0)
+    _range(chk, f"{where}.max_failures", r.max_failures, -1)
+    if r.zero_stage not in (0, 1, 2, 3):
+        chk.bad(f"{where}.zero_stage", f"must be 0, 1, 2 or 3, got {r.zero_stage!r}")
+    if r.offload and r.zero_stage == 0:
+        chk.bad(f"{where}.offload", "needs zero_stage >= 1")
+    if t is not None and r.workers >= 1 and t.batch_size % r.workers:
+        chk.bad(
+            f"{where}.workers",
+            f"batch_size {t.batch_size} is not divisible by {r.workers} workers",
+        )
+
+
+def load_spec(path: str | Path, storage_override: str | None = None) -> SweepSpec:
+    """Read and validate a sweep spec; raise SpecError naming the file and every bad field."""
+    path = str(path)
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise SpecError(path, ["file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(path, [f"not valid YAML: {exc}"]) from None
+    return parse_spec(raw, path, storage_override)
+
+
+def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = None) -> SweepSpec:
+    """Validate an already-parsed YAML document (see load_spec)."""
+    from w2sray.data import DATASETS, validate_dataset_params
+    from w2sray.losses import LOSSES, validate_loss_params
+    from w2sray.models import resolve_model_source
+
+    chk = _Checker()
+    top = chk.mapping(raw, "(top level)")
+    if top is None:
+        raise SpecError(path, chk.problems)
+    allowed = {
+        "name",
+        "storage",
+        "datasets",
+        "models",
+        "methods",
+        "seeds",
+        "train",
+        "resources",
+        "max_concurrent_trials",
+        "description",
+    }
+    for key in top:
+        if key not in allowed:
+            chk.bad(str(key), f"unknown field (known: {', '.join(sorted(allowed))})")
+
+    name = top.get("name")
+    if not isinstance(name, str) or not name.strip():
+        chk.bad("name", "required: a non-empty string")
+    elif not all(c.isalnum() or c in "-_." for c in name):
+        chk.bad("name", f"may hold only letters, digits, '-', '_', '.': got {name!r}")
+    storage = storage_override or top.get("storage")
+    if not isinstance(storage, str) or not storage.strip():
+        chk.bad("storage", "required: a local path or s3:// / gs:// URI (or pass --store)")
+
+    train_raw = chk.mapping(top.get("train"), "train")
+    train = chk.dataclass_from(TrainSettings, train_raw or {}, "train") or TrainSettings()
+    _check_train(chk, train, "train")
+    res_raw = chk.mapping(top.get("resources"), "resources")
+    resources = chk.dataclass_from(Resources, res_raw or {}, "resources") or Resources()
+    _check_resources(chk, resources, train, "resources")
+
+    datasets = []
+    raw_ds = top.get("datasets")
+    if not isinstance(raw_ds, list) or not raw_ds:
+        chk.bad("datasets", "required: a non-empty list")
+        raw_ds = []
+    for i, item in enumerate(raw_ds):
+        where = f"datasets[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        m = chk.mapping(item, where)
+        if m is None:
+            continue
+        ds = chk.dataclass_from(DatasetSpec, m, where)
+        if ds is None:
+            continue
+        if ds.name not in DATASETS:
+            chk.bad(f"{where}.name", f"unknown dataset {ds.name!r} (known: {', '.join(DATASETS)})")
+        else:
+            for p in validate_dataset_params(ds.name, ds.params):
+                chk.bad(f"{where}.params", p)
+        for n in ("n_gt", "n_weak", "n_test"):
+            _range(chk, f"{where}.{n}", getattr(ds, n), 2)
+        datasets.append(ds)
+    _no_dupes(chk, "datasets", [d.name for d in datasets])
+
+    models = []
+    raw_models = top.get("models")
+    if not isinstance(raw_models, list) or len(raw_models) < 2:
+        chk.bad("models", "required: a list of at least 2 models (the ladder, weakest first)")
+        raw_models = []
+    for i, item in enumerate(raw_models):
+        where = f"models[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        m = chk.mapping(item, where)
+        if m is None:
+            continue
+        m = dict(m)
+        if isinstance(m.get("name"), str) and "source" not in m:
+            m["source"] = m["name"]
+        model = chk.dataclass_from(ModelSpec, m, where)
+        if model is None:
+            continue
+        problem = resolve_model_source(model.source, check_only=True)
+        if problem:
+            chk.bad(f"{where}.source", problem)
+        if model.pooling not in ("auto", "last", "first", "mean"):
+            chk.bad(f"{where}.pooling", f"must be auto, last, first or mean: got {model.pooling!r}")
+        sub_t = chk.dataclass_from(TrainSettings, model.train, f"{where}.train")
+        sub_r = chk.dataclass_from(Resources, model.resources, f"{where}.resources")
+        if sub_t is not None and sub_r is not None:
+            mt = replace(train, **model.train)
+            _check_train(chk, mt, f"{where}.train")
+            _check_resources(
+                chk, replace(resources, **model.resources), mt, f"{where}.resources"
+            )
+        models.append(model)
+    _no_dupes(chk, "models", [m.name for m in models])
+
+    methods = []
+    raw_methods = top.get("methods")
+    if not isinstance(raw_methods, list) or not raw_methods:
+        chk.bad("methods", "required: a non-empty list")
+        raw_methods = []
+    for i, item in enumerate(raw_methods):
+        where = f"methods[{i}]"
+        if isinstance(item, str):
+            item = {"name": item, "loss": item}
+        m = chk.mapping(item, where)
+        if m is None:
+            continue
+        m = dict(m)
+        if isinstance(m.get("name"), str) and "loss" not in m:
+            m["loss"] = m["name"]
+        method = chk.dataclass_from(MethodSpec, m, where)
+        if method is None:
+            continue
+        if method.loss not in LOSSES:
+            chk.bad(f"{where}.loss", f"unknown loss {method.loss!r} (known: {', '.join(LOSSES)})")
+            methods.append(method)
+            continue
+        for key, value in method.params.items():
+            if isinstance(value, list) and not value:
+                chk.bad(f"{where}.params.{key}", "an empty list gives no grid points")
+        for variant in method.variants():
+            for p in validate_loss_params(method.loss, variant):
+                chk.bad(f"{where}.params", p)
+        methods.append(method)
+    _no_dupes(chk, "methods", [m.name for m in methods])
+
+    seeds = top.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        chk.bad("seeds", f"must be a non-empty list of integers, got {seeds!r}")
+        seeds = []
+    elif len(set(seeds)) != len(seeds):
+        chk.bad("seeds", f"repeated seed in {seeds!r}")
+
+    mct = top.get("max_concurrent_trials")
+    if mct is not None and (not isinstance(mct, int) or isinstance(mct, bool) or mct < 1):
+        chk.bad("max_concurrent_trials", f"must be a positive integer or absent, got {mct!r}")
+
+    # Deduplicate the problems (a bad grid reports once, not once per grid point).
+    problems = list(dict.fromkeys(chk.problems))
+    if problems:
+        raise SpecError(path, problems)
+    return SweepSpec(
+        name=name,
+        storage=storage,
+        datasets=tuple(datasets),
+        models=tuple(models),
+        methods=tuple(methods),
+        seeds=tuple(seeds),
+        train=train,
+        resources=resources,
+        max_concurrent_trials=mct,
+        source_path=path,
+    )
+
+
+def _no_dupes(chk: _Checker, where: str, names: list[str]) -> None:
+    seen = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            chk.bad(f"{where}[{i}].name", f"duplicate name {n!r}")
+        seen.add(n)

@@ -1,0 +1,196 @@
+"""Artifact store: one folder per run key under a local path or an s3:// / gs:// URI.
+
+Layout::
+
+    <root>/runs/<key>/config.json, metrics.json, *.parquet, DONE.json
+    <root>/failures/<key>.json          a run's last error (cleared when it later succeeds)
+    <root>/sweeps/<name>.json           the manifest of a sweep: its ladder and run keys
+    <root>/ray/                         Ray Tune / Train storage_path (checkpoints, trial state)
+
+A run is complete only when DONE.json exists and every file it lists has the recorded sha256:
+a truncated or half-written artifact is never read as a result. On a local disk the folder is
+written under a temporary name and renamed into place (atomic); on object stores, where rename
+is a copy, DONE.json is written last and is the commit point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import shutil
+import time
+import uuid
+from typing import Any
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+DONE = "DONE.json"
+
+
+class Store:
+    """Read and write run artifacts under ``uri``."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        if "://" in uri and not uri.startswith("file://"):
+            self.fs, self.root = pafs.FileSystem.from_uri(uri)
+            self.local = False
+        else:
+            path = uri[len("file://") :] if uri.startswith("file://") else uri
+            self.root = os.path.abspath(os.path.expanduser(path))
+            self.fs = pafs.LocalFileSystem()
+            self.local = True
+
+    # -- paths -----------------------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def ray_storage_path(self) -> str:
+        """Where Tune and Train keep their own state (a URI Ray understands)."""
+        if self.local:
+            return self.path("ray")
+        scheme = self.uri.split("://", 1)[0]
+        return f"{scheme}://{self.path('ray')}"
+
+    # -- low-level io ------------------------------------------------------------------------
+    def _write_bytes(self, path: str, data: bytes) -> None:
+        self.fs.create_dir(posixpath.dirname(path), recursive=True)
+        with self.fs.open_output_stream(path) as fh:
+            fh.write(data)
+
+    def _read_bytes(self, path: str) -> bytes:
+        with self.fs.open_input_stream(path) as fh:
+            return fh.read()
+
+    def _exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def _write_json_atomic(self, path: str, obj: Any) -> None:
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        else:
+            self._write_bytes(path, data)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def run_dir(self, key: str) -> str:
+        return self.path("runs", key)
+
+    def is_complete(self, key: str) -> bool:
+        """True when the run's DONE marker exists and every listed file matches its checksum."""
+        done = posixpath.join(self.run_dir(key), DONE)
+        try:
+            manifest = json.loads(self._read_bytes(done))
+            for name, digest in manifest["sha256"].items():
+                data = self._read_bytes(posixpath.join(self.run_dir(key), name))
+                if hashlib.sha256(data).hexdigest() != digest:
+                    return False
+        except (FileNotFoundError, OSError, ValueError, KeyError, TypeError):
+            return False
+        return True
+
+    def write_run(self, key: str, files: dict[str, bytes]) -> bool:
+        """Write a run's artifacts atomically. Returns False if a complete copy already existed
+        (another sweep sharing the store finished it first): the existing one is kept."""
+        if self.is_complete(key):
+            return False
+        done = {
+            "sha256": {n: hashlib.sha256(b).hexdigest() for n, b in files.items()},
+            "finished_at": time.time(),
+        }
+        payload = dict(files)
+        payload[DONE] = json.dumps(done, indent=2, sort_keys=True).encode()
+        final = self.run_dir(key)
+        if self.local:
+            runs = os.path.dirname(final)
+            os.makedirs(runs, exist_ok=True)
+            tmp = os.path.join(runs, f".tmp-{key}-{uuid.uuid4().hex}")
+            os.makedirs(tmp)
+            for name, data in payload.items():
+                with open(os.path.join(tmp, name), "wb") as fh:
+                    fh.write(data)
+            if os.path.exists(final):  # an incomplete or corrupt leftover: move it aside
+                if self.is_complete(key):
+                    shutil.rmtree(tmp)
+                    return False
+                os.rename(final, os.path.join(runs, f".broken-{key}-{uuid.uuid4().hex}"))
+            try:
+                os.rename(tmp, final)
+            except OSError:  # lost a race with a concurrent writer of the same key
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
+        else:
+            # Object stores: the DONE marker, written last, is the commit point.
+            self.fs.delete_dir_contents(final, missing_dir_ok=True)
+            for name, data in files.items():
+                self._write_bytes(posixpath.join(final, name), data)
+            self._write_bytes(posixpath.join(final, DONE), payload[DONE])
+        self.clear_failure(key)
+        return True
+
+    def read_json(self, key: str, name: str) -> Any:
+        return json.loads(self._read_bytes(posixpath.join(self.run_dir(key), name)))
+
+    def read_parquet(self, key: str, name: str) -> pd.DataFrame:
+        data = self._read_bytes(posixpath.join(self.run_dir(key), name))
+        return pq.read_table(io.BytesIO(data)).to_pandas()
+
+    def run_keys(self) -> list[str]:
+        """Keys of folders under runs/ (complete or not; check with is_complete)."""
+        sel = pafs.FileSelector(self.path("runs"), allow_not_found=True)
+        return sorted(
+            posixpath.basename(i.path)
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.Directory and not posixpath.basename(i.path).startswith(".")
+        )
+
+    # -- failures ------------------------------------------------------------------------------
+    def record_failure(self, key: str, info: dict[str, Any]) -> None:
+        self._write_json_atomic(self.path("failures", f"{key}.json"), info)
+
+    def has_failure(self, key: str) -> bool:
+        return self._exists(self.path("failures", f"{key}.json"))
+
+    def clear_failure(self, key: str) -> None:
+        path = self.path("failures", f"{key}.json")
+        if self._exists(path):
+            self.fs.delete_file(path)
+
+    def failures(self) -> list[dict[str, Any]]:
+        sel = pafs.FileSelector(self.path("failures"), allow_not_found=True)
+        out = []
+        for info in self.fs.get_file_info(sel):
+            if info.path.endswith(".json"):
+                try:
+                    out.append(json.loads(self._read_bytes(info.path)))
+                except (OSError, ValueError):
+                    continue
+        return out
+
+    # -- sweep manifests -----------------------------------------------------------------------
+    def write_manifest(self, name: str, manifest: dict[str, Any]) -> None:
+        self._write_json_atomic(self.path("sweeps", f"{name}.json"), manifest)
+
+    def manifests(self) -> list[dict[str, Any]]:
+        sel = pafs.FileSelector(self.path("sweeps"), allow_not_found=True)
+        out = []
+        for info in sorted(self.fs.get_file_info(sel), key=lambda i: i.path):
+            if info.path.endswith(".json"):
+                out.append(json.loads(self._read_bytes(info.path)))
+        return out
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """Serialise a frame to parquet in memory (artifacts are written as whole files)."""
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()

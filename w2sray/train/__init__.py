@@ -1,0 +1,1 @@
+"""Training: the per-worker DeepSpeed loop, its ZeRO config, and the TorchTrainer around it."""

@@ -1,0 +1,230 @@
+"""The per-worker training loop: one run, trained with a DeepSpeed engine on every Ray Train worker.
+
+Reads its data (regenerated deterministically) and, for a transfer run, the weak labels from the
+store; trains; evaluates on the shared test split; rank 0 writes the artifacts atomically. It
+knows nothing about Tune.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from w2sray.data import make_splits
+from w2sray.losses import compute_loss
+from w2sray.metrics import accuracy, roc_auc
+from w2sray.store import Store, parquet_bytes
+
+
+def _lr_lambda(total: int, warmup_frac: float):
+    warm = int(total * warmup_frac)
+
+    def f(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def load_targets(run: dict[str, Any], splits: Any, store: Store) -> tuple[list[str], np.ndarray]:
+    """Training texts and soft targets [N, 2]: ground truth for gt runs, the weak model's
+    predictions on split B for transfers (checked against split B's example ids)."""
+    if run["kind"] == "gt":
+        y = np.asarray(splits.gt_labels)
+        return splits.gt_texts, np.stack([1 - y, y], axis=1).astype(np.float32)
+    weak_key = run["upstream"][0]
+    weak = store.read_parquet(weak_key, "weak_labels.parquet")
+    if not np.array_equal(weak["id"].to_numpy(), splits.weak_ids):
+        raise ValueError(
+            f"weak labels of run {weak_key} do not match split B of run {run['key']}: "
+            "their example ids differ"
+        )
+    p1 = weak["p1"].to_numpy(dtype=np.float32)
+    return splits.weak_texts, np.stack([1 - p1, p1], axis=1)
+
+
+class Encoded:
+    """Tokenised texts, truncated to max_length (and counted), padded per batch."""
+
+    def __init__(self, tokenizer: Any, texts: list[str], max_length: int):
+        enc = tokenizer(texts, truncation=False, padding=False)["input_ids"]
+        self.truncated = sum(len(ids) > max_length for ids in enc)
+        self.ids = [ids[:max_length] for ids in enc]
+        self.pad = tokenizer.pad_token_id
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+
+    def batch(self, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = [self.ids[i] for i in idx]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, r in enumerate(rows):
+            sl = slice(width - len(r), width) if self.left else slice(0, len(r))
+            ids[j, sl] = torch.tensor(r)
+            mask[j, sl] = 1
+        return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def predict(engine: Any, enc: Encoded, batch_size: int, rank: int, world: int, device) -> Any:
+    """Class-1 probabilities for every example, computed sharded and gathered on all ranks.
+
+    Every rank runs the same number of forward passes (shards padded by repetition), which
+    ZeRO-3's parameter gathering requires.
+    """
+    import torch.distributed as dist
+
+    n = len(enc.ids)
+    per_rank = math.ceil(n / world)
+    mine = np.arange(rank, n, world)
+    padded = np.concatenate([mine, np.full(per_rank - len(mine), mine[-1] if len(mine) else 0)])
+    engine.eval()
+    probs = []
+    for s in range(0, per_rank, batch_size):
+        ids, mask = enc.batch(padded[s : s + batch_size], device)
+        probs.append(torch.softmax(engine(ids, mask).float(), dim=-1)[:, 1].cpu())
+    engine.train()
+    p = torch.cat(probs).numpy()[: len(mine)] if probs else np.zeros(0)
+    if world == 1:
+        return p
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (mine, p))
+    out = np.zeros(n, dtype=np.float32)
+    for idx, vals in gathered:
+        out[idx] = vals
+    return out
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config`` = {"run": Run.to_config(), "store": uri, "gpu": bool}."""
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from w2sray.models import W2SClassifier, load_model
+    from w2sray.train.zero import deepspeed_config
+
+    t_start = time.time()
+    run, store = config["run"], Store(config["store"])
+    train, res = run["train"], run["resources"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    use_gpu = device.type == "cuda"
+    torch.manual_seed(run["seed"])
+
+    ds = run["dataset"]
+    splits = make_splits(
+        ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], ds["split_seed"]
+    )
+    texts, targets = load_targets(run, splits, store)
+    m = run["model"]
+    bf16 = use_gpu and torch.cuda.is_bf16_supported()
+    loaded = load_model(
+        m["source"],
+        seed=run["seed"],
+        revision=m["revision"],
+        pooling=m["pooling"],
+        trust_remote_code=m["trust_remote_code"],
+    )
+    model = W2SClassifier(loaded.backbone, loaded.pooling)
+    enc = Encoded(loaded.tokenizer, texts, train["max_length"])
+    test_enc = Encoded(loaded.tokenizer, splits.test_texts, train["max_length"])
+
+    micro = train["batch_size"] // world
+    steps_per_epoch = max(1, len(texts) // train["batch_size"])
+    total_steps = max(1, int(round(train["epochs"] * steps_per_epoch)))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"]
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, train["lr_warmup_frac"])
+    )
+    ds_cfg = deepspeed_config(
+        micro, world, res["zero_stage"], train["grad_clip"], bf16, res.get("offload", False)
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
+    )
+
+    # Every worker draws the same global order; worker r takes its slice of each global batch.
+    rng = np.random.default_rng(run["seed"])
+    order: list[int] = []
+    while len(order) < total_steps * train["batch_size"]:
+        order.extend(rng.permutation(len(texts)).tolist())
+    order_arr = np.asarray(order)
+    target_t = torch.from_numpy(targets)
+    t_train = time.time()
+    losses, tokens = [], 0
+    for step in range(total_steps):
+        batch = order_arr[step * train["batch_size"] : (step + 1) * train["batch_size"]]
+        mine = batch[rank * micro : (rank + 1) * micro]
+        ids, mask = enc.batch(mine, device)
+        tokens += int(mask.sum())
+        logits = engine(ids, mask)
+        loss = compute_loss(
+            run["loss"], logits, target_t[mine].to(device), step / total_steps, run["loss_params"]
+        )
+        engine.backward(loss)
+        engine.step()
+        losses.append(float(loss.detach()))
+    train_seconds = time.time() - t_train
+
+    t_eval = time.time()
+    test_p1 = predict(engine, test_enc, train["eval_batch_size"], rank, world, device)
+    weak_p1 = None
+    if run["kind"] == "gt":
+        weak_enc = Encoded(loaded.tokenizer, splits.weak_texts, train["max_length"])
+        weak_p1 = predict(engine, weak_enc, train["eval_batch_size"], rank, world, device)
+    eval_seconds = time.time() - t_eval
+
+    # Reduce the per-worker numbers so what rank 0 reports describes the whole run.
+    stats = torch.tensor([float(np.mean(losses[-max(1, steps_per_epoch) :])), float(tokens)])
+    if world > 1:
+        dist.all_reduce(stats)
+        stats[0] /= world
+    test_y = np.asarray(splits.test_labels)
+    metrics = {
+        "acc": accuracy(test_y, test_p1),
+        "auc": roc_auc(test_y, test_p1),
+        "train_loss": float(stats[0]),
+        "steps": total_steps,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "setup_seconds": t_train - t_start,
+        "tokens_per_second": float(stats[1]) / max(train_seconds, 1e-9),
+        "examples": len(texts),
+        "n_test": len(test_y),
+        "truncated_train": enc.truncated,
+        "truncated_test": test_enc.truncated,
+        "workers": world,
+        "zero_stage": res["zero_stage"],
+        "params": sum(p.numel() for p in model.parameters()) if res["zero_stage"] < 3 else None,
+    }
+    if weak_p1 is not None:
+        weak_y = np.asarray(splits.weak_labels)
+        metrics["weak_label_acc"] = accuracy(weak_y, weak_p1)
+    if rank == 0:
+        import json
+
+        files = {
+            "config.json": json.dumps(run, indent=2, sort_keys=True, default=str).encode(),
+            "metrics.json": json.dumps(metrics, indent=2, sort_keys=True).encode(),
+            "test_predictions.parquet": parquet_bytes(
+                pd.DataFrame({"id": splits.test_ids, "label": test_y, "p1": test_p1})
+            ),
+        }
+        if weak_p1 is not None:
+            files["weak_labels.parquet"] = parquet_bytes(
+                pd.DataFrame({"id": splits.weak_ids, "p1": weak_p1})
+            )
+        store.write_run(run["key"], files)
+    ray.train.report({k: v for k, v in metrics.items() if v is not None})
