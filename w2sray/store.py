@@ -42,7 +42,9 @@ class Store:
             self.local = False
         else:
             path = uri[len("file://") :] if uri.startswith("file://") else uri
+            # Absolute, so Ray workers (whose working directory differs) write the same place.
             self.root = os.path.abspath(os.path.expanduser(path))
+            self.uri = self.root
             self.fs = pafs.LocalFileSystem()
             self.local = True
 

@@ -53,7 +53,9 @@ def synthetic_rows(
             positive = rng.random() < 0.5
             words.append(str(rng.choice(POSITIVE if positive else NEGATIVE)))
             score += weight * sign * (1.0 if positive else -1.0)
-            words += list(rng.choice(FILLER, size=int(rng.integers(0, max_filler))))
+            # Trailing filler: fewer than max_filler words (none, without drawing, when it is 0).
+            n_after = int(rng.integers(0, max_filler)) if max_filler > 0 else 0
+            words += list(rng.choice(FILLER, size=n_after))
             words.append(".")
         if score == 0:  # ambiguous: no label exists, draw again
             continue
