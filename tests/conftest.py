@@ -11,14 +11,9 @@ import pytest
 def ray_cluster():
     import ray
 
-    from w2sray.sweep import DRIVER_RESOURCE
+    from w2sray.sweep import local_init_kwargs
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(
-        num_cpus=2,
-        resources={DRIVER_RESOURCE: 1000},
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+    ray.init(**local_init_kwargs(num_cpus=2))
     yield ray
     ray.shutdown()

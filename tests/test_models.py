@@ -25,8 +25,12 @@ def hidden_and_masks():
 
 def test_pool_last():
     hidden, right, left = hidden_and_masks()
-    torch.testing.assert_close(pool(hidden, right, "last"), torch.stack([hidden[0, 2], hidden[1, 4]]))
-    torch.testing.assert_close(pool(hidden, left, "last"), torch.stack([hidden[0, 4], hidden[1, 4]]))
+    torch.testing.assert_close(
+        pool(hidden, right, "last"), torch.stack([hidden[0, 2], hidden[1, 4]])
+    )
+    torch.testing.assert_close(
+        pool(hidden, left, "last"), torch.stack([hidden[0, 4], hidden[1, 4]])
+    )
 
 
 def test_pool_first():
@@ -106,6 +110,27 @@ def test_builtin_classifier_other_poolings_padding_invariant(pooling):
     clf = W2SClassifier(loaded.backbone, pooling)
     seqs = [tok("good1 . not bad2 . w1 .")["input_ids"], tok("not good3 .")["input_ids"]]
     assert_padding_invariant(clf, seqs, tok.pad_token_id)
+
+
+def test_classifier_backbone_without_position_ids():
+    """A backbone whose forward takes no position_ids is called without them."""
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = GPT2Config(n_embd=4)
+            self.emb = torch.nn.Embedding(10, 4)
+
+        def forward(self, input_ids, attention_mask):
+            class Out:
+                last_hidden_state = self.emb(input_ids)
+
+            return Out()
+
+    clf = W2SClassifier(Stub(), "last")
+    assert not clf.takes_position_ids
+    assert clf(torch.tensor([[1, 2, 0]]), torch.tensor([[1, 1, 0]])).shape == (1, 2)
+    assert W2SClassifier(load_model("w2s-tiny-1", seed=0).backbone, "last").takes_position_ids
 
 
 def test_builtin_models_seeded():

@@ -390,3 +390,17 @@ def test_manifest_rows(tmp_path):
         "aux(alpha_max=0.75,warmup_frac=0.2)",
     }
     json.dumps(man)  # serialisable as is
+
+
+def test_numbers_written_differently_give_the_same_key():
+    """YAML reads 1e-3 as a string and 3 as an int: both must mean the float, one key."""
+    a = base_raw()
+    a["train"] = {**a.get("train", {}), "epochs": 3, "lr": "1e-3"}
+    a["methods"] = [{"name": "logconf", "loss": "logconf", "params": {"alpha_max": 1}}]
+    b = copy.deepcopy(a)
+    b["train"].update(epochs=3.0, lr=0.001)
+    b["methods"][0]["params"]["alpha_max"] = 1.0
+    assert keyed(a) == keyed(b)
+    run = plan_of(a).transfer[0]
+    assert run.train["lr"] == 0.001 and isinstance(run.train["epochs"], float)
+    assert run.loss_params == {"alpha_max": 1.0}

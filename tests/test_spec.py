@@ -357,7 +357,9 @@ def test_parse_spec_does_not_mutate_input(tmp_path):
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _bad_spec_file(tmp_path: Path, storage: Path) -> Path:

@@ -1,4 +1,4 @@
-"""End to end on a real local Ray cluster: spec -> Tune -> Train -> DeepSpeed ZeRO -> store -> report.
+"""End to end on a real local Ray cluster: spec -> Tune -> Train -> DeepSpeed -> store -> report.
 
 One small sweep (2 built-in models, xent + logconf at two alphas, 1 seed); the strong model trains
 over 2 workers with ZeRO-3, the weak one with ZeRO-2. Then a rerun that must train nothing, then

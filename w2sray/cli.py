@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a sweep (skipping finished runs), then write the report")
     run.add_argument("spec", help="sweep spec YAML (see sweeps/)")
     run.add_argument("--store", help="results location (path, s3://, gs://); overrides the spec")
-    run.add_argument("--address", help="Ray cluster address to join (default: RAY_ADDRESS or a new local cluster)")  # noqa: E501
+    run.add_argument(
+        "--address",
+        help="Ray cluster address to join (default: RAY_ADDRESS or a new local cluster)",
+    )  # noqa: E501
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
 
     plan = sub.add_parser("plan", help="list the runs of a sweep and their status; runs nothing")
@@ -62,7 +65,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     store = Store(spec.storage)
     failed = {f.get("key") for f in store.failures()}
     print(f"sweep {spec.name}: store {spec.storage}")
-    header = f"{'stage':9} {'key':27} {'dataset':10} {'weak':12} {'model':12} {'method':34} seed status"  # noqa: E501
+    header = (
+        f"{'stage':9} {'key':27} {'dataset':10} {'weak':12} {'model':12} {'method':34} seed status"  # noqa: E501
+    )
     print(header)
     counts = {"done": 0, "todo": 0}
     for stage, runs in plan.stages:

@@ -88,6 +88,8 @@ class MethodSpec:
         """The grid of hyper-parameter settings this method expands to (sorted keys)."""
         keys = sorted(self.params)
         axes = [v if isinstance(v, list) else [v] for v in (self.params[k] for k in keys)]
+        # Loss hyper-parameters are floats: alpha_max 1 and 1.0 are the same run.
+        axes = [[_coerce(x, "float") for x in axis] for axis in axes]
         return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes)]
 
 
@@ -151,6 +153,7 @@ class _Checker:
             if key not in known or key in fixed:
                 self.bad(f"{where}.{key}", f"unknown field (known: {', '.join(sorted(known))})")
                 continue
+            value = _coerce(value, known[key].type)
             ok = self.check_type(value, known[key].type, f"{where}.{key}")
             if ok:
                 kwargs[key] = value
@@ -185,6 +188,21 @@ class _Checker:
             return True
         self.bad(where, f"must be {want}, got {value!r}")
         return False
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """Make float fields floats: YAML reads ``1e-3`` as a string and ``3`` as an int, and a run's
+    content key must not change between ``epochs: 3`` and ``epochs: 3.0``."""
+    if str(annotation).split(" ")[0] != "float" or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _required(f: Any) -> bool:
@@ -335,9 +353,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         if sub_t is not None and sub_r is not None:
             mt = replace(train, **model.train)
             _check_train(chk, mt, f"{where}.train")
-            _check_resources(
-                chk, replace(resources, **model.resources), mt, f"{where}.resources"
-            )
+            _check_resources(chk, replace(resources, **model.resources), mt, f"{where}.resources")
         models.append(model)
     _no_dupes(chk, "models", [m.name for m in models])
 

@@ -96,7 +96,7 @@ class Store:
                 data = self._read_bytes(posixpath.join(self.run_dir(key), name))
                 if hashlib.sha256(data).hexdigest() != digest:
                     return False
-        except (FileNotFoundError, OSError, ValueError, KeyError, TypeError):
+        except (FileNotFoundError, OSError, ValueError, KeyError, TypeError, AttributeError):
             return False
         return True
 
@@ -124,7 +124,10 @@ class Store:
                 if self.is_complete(key):
                     shutil.rmtree(tmp)
                     return False
-                os.rename(final, os.path.join(runs, f".broken-{key}-{uuid.uuid4().hex}"))
+                try:
+                    os.rename(final, os.path.join(runs, f".broken-{key}-{uuid.uuid4().hex}"))
+                except FileNotFoundError:  # a concurrent writer moved it aside first
+                    pass
             try:
                 os.rename(tmp, final)
             except OSError:  # lost a race with a concurrent writer of the same key

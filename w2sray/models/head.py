@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -40,8 +42,14 @@ class W2SClassifier(nn.Module):
         # Small init: the head starts near 50/50 so early weak labels are not overconfident.
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        self.takes_position_ids = "position_ids" in inspect.signature(backbone.forward).parameters
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        kwargs = {}
+        if self.takes_position_ids:
+            # Positions count real tokens only, so left padding does not shift them (HF models
+            # default to 0..T-1 whatever the mask). Same positions as the default when right-padded.
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         pooled = pool(out.last_hidden_state, attention_mask, self.pooling)
         return self.head(pooled.to(self.head.weight.dtype))

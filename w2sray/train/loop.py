@@ -105,6 +105,7 @@ def predict(engine: Any, enc: Encoded, batch_size: int, rank: int, world: int, d
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` = {"run": Run.to_config(), "store": uri, "gpu": bool}."""
     import deepspeed
+    import psutil
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
@@ -113,6 +114,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from w2sray.train.zero import deepspeed_config
 
     t_start = time.time()
+    process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
     train, res = run["train"], run["resources"]
     ctx = ray.train.get_context()
@@ -151,6 +153,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ds_cfg = deepspeed_config(
         micro, world, res["zero_stage"], train["grad_clip"], bf16, res.get("offload", False)
     )
+    t_ds = time.time()
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
     )
@@ -200,6 +203,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "setup_seconds": t_train - t_start,
+        "deepspeed_init_seconds": t_train - t_ds,
+        # wall-clock stamps, to split a run's cost into Ray start-up / setup / train / eval
+        "t_process_start": process_start,
+        "t_loop_start": t_start,
+        "t_train_start": t_train,
+        "t_train_end": t_train + train_seconds,
+        "t_eval_end": t_eval + eval_seconds,
         "tokens_per_second": float(stats[1]) / max(train_seconds, 1e-9),
         "examples": len(texts),
         "n_test": len(test_y),
