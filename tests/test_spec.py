@@ -73,8 +73,9 @@ def test_quickstart_loads():
 
 def test_list_hyperparameter_expands_to_grid():
     spec = load_spec(QUICKSTART)
-    logconf = spec.methods[1]
-    assert logconf.variants() == [
+    assert spec.methods[1].variants() == [{"alpha_max": 0.5, "warmup_frac": 0.2}]
+    grid = MethodSpec("logconf", "logconf", {"alpha_max": [0.5, 0.75], "warmup_frac": 0.2})
+    assert grid.variants() == [
         {"alpha_max": 0.5, "warmup_frac": 0.2},
         {"alpha_max": 0.75, "warmup_frac": 0.2},
     ]

@@ -119,3 +119,42 @@ def test_report_files(swept, capsys):
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads(open(os.path.join(spec.storage, "sweeps", "itest.json")).read())
     assert manifest["ladder"] == ["weak", "strong"]
+
+
+def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys):
+    """A model that cannot load: its GT run fails with its error recorded, the other model's run
+    still completes, the transfer that needed it is marked failed without launching, and the
+    report lists the failures."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "gpt2", "n_layer": 1}')  # no weights
+    raw = {
+        **SPEC,
+        "name": "failing",
+        "storage": str(tmp_path / "store"),
+        "models": [
+            {"name": "weak", "source": "w2s-tiny-1"},
+            {"name": "broken", "source": str(broken)},
+        ],
+        "methods": ["xent"],
+    }
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(spec_path)
+    plan = plan_sweep(spec)
+    outcome = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
+    store = Store(spec.storage)
+    weak_gt = next(r for r in plan.gt if r.model["name"] == "weak")
+    broken_gt = next(r for r in plan.gt if r.model["name"] == "broken")
+    transfer = plan.transfer[0]
+    assert outcome.done == [weak_gt.key] and store.is_complete(weak_gt.key)
+    assert set(outcome.failed) == {broken_gt.key, transfer.key}
+    assert not store.is_complete(broken_gt.key)
+    failures = {f["key"]: f for f in store.failures()}
+    assert "broken-model" in failures[broken_gt.key]["error"]
+    assert "upstream" in failures[transfer.key]["error"]
+
+    assert main(["report", spec.storage]) == 0
+    with open(os.path.join(spec.storage, "report", "summary.md")) as fh:
+        summary = fh.read()
+    assert broken_gt.key in summary and transfer.key in summary

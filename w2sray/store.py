@@ -52,12 +52,17 @@ class Store:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
-    def ray_storage_path(self) -> str:
-        """Where Tune and Train keep their own state (a URI Ray understands)."""
+    def ray_storage_path(self, *parts: str) -> str:
+        """Where Tune and Train keep their own state (a URI Ray understands), ``parts`` below it.
+
+        The URI's query (``?endpoint_override=...&scheme=http`` for an S3-compatible server)
+        is kept at the end, so Ray's pyarrow filesystem reaches the same endpoint as the store.
+        """
         if self.local:
-            return self.path("ray")
+            return self.path("ray", *parts)
         scheme = self.uri.split("://", 1)[0]
-        return f"{scheme}://{self.path('ray')}"
+        _, sep, query = self.uri.partition("?")
+        return f"{scheme}://{self.path('ray', *parts)}{sep}{query}"
 
     # -- low-level io ------------------------------------------------------------------------
     def _write_bytes(self, path: str, data: bytes) -> None:

@@ -21,18 +21,26 @@ class DatasetEntry:
     load: Callable[..., tuple[list[str], list[int]]]
     doc: str
     params: tuple[str, ...]  # loader keyword arguments a spec may set
+    # validate(params) -> problems (required or malformed params); None: names are checked only
+    validate: Callable[[dict], list[str]] | None = None
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
-def register_dataset(name: str, doc: str, params: tuple[str, ...] = ()) -> Callable:
-    """Decorator adding a loader ``fn(n, seed, **params) -> (texts, labels)`` to DATASETS."""
+def register_dataset(
+    name: str,
+    doc: str,
+    params: tuple[str, ...] = (),
+    validate: Callable[[dict], list[str]] | None = None,
+) -> Callable:
+    """Decorator adding a loader ``fn(n, seed, **params) -> (texts, labels)`` to DATASETS;
+    ``validate(params)`` returns problems for spec validation (e.g. a required param missing)."""
 
     def wrap(fn: Callable) -> Callable:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} is already registered")
-        DATASETS[name] = DatasetEntry(name, fn, doc, params)
+        DATASETS[name] = DatasetEntry(name, fn, doc, params, validate)
         return fn
 
     return wrap
@@ -48,13 +56,17 @@ def _synthetic(n: int, seed: int, **params: object) -> tuple[list[str], list[int
 
 
 def validate_dataset_params(name: str, params: dict) -> list[str]:
-    """Problems with a dataset's loader params (unknown names), for spec validation."""
-    accepted = DATASETS[name].params
-    return [
+    """Problems with a dataset's loader params (unknown names, then the entry's own checks)."""
+    entry = DATASETS[name]
+    accepted = entry.params
+    problems = [
         f"unknown parameter {k!r} for dataset {name!r} (accepted: {', '.join(accepted)})"
         for k in params
         if k not in accepted
     ]
+    if entry.validate is not None:
+        problems += entry.validate(params)
+    return problems
 
 
 @dataclass(frozen=True)
@@ -91,3 +103,8 @@ def make_splits(
 
     (a_t, a_y), (b_t, b_y), (t_t, t_y) = (take(i) for i in ids)
     return Splits(a_t, a_y, ids[0], b_t, b_y, ids[1], t_t, t_y, ids[2])
+
+
+# Entries defined in their own modules register themselves on import (after register_dataset
+# exists, hence at the bottom).
+from w2sray.data import hub, local  # noqa: E402, F401

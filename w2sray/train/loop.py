@@ -102,6 +102,38 @@ def predict(engine: Any, enc: Encoded, batch_size: int, rank: int, world: int, d
     return out
 
 
+def train_steps(
+    engine: Any,
+    enc: Encoded,
+    targets: torch.Tensor,
+    order: np.ndarray,
+    total_steps: int,
+    batch_size: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+    loss_name: str,
+    loss_params: dict[str, Any],
+) -> tuple[list[float], int]:
+    """The optimisation steps. Every worker walks the same global ``order``; worker ``rank``
+    takes its slice of each global batch. Returns per-step losses and this worker's tokens."""
+    micro = batch_size // world
+    losses, tokens = [], 0
+    for step in range(total_steps):
+        batch = order[step * batch_size : (step + 1) * batch_size]
+        mine = batch[rank * micro : (rank + 1) * micro]
+        ids, mask = enc.batch(mine, device)
+        tokens += int(mask.sum())
+        logits = engine(ids, mask)
+        loss = compute_loss(
+            loss_name, logits, targets[mine].to(device), step / total_steps, loss_params
+        )
+        engine.backward(loss)
+        engine.step()
+        losses.append(float(loss.detach()))
+    return losses, tokens
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` = {"run": Run.to_config(), "store": uri, "gpu": bool}."""
     import deepspeed
@@ -158,7 +190,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
     )
 
-    # Every worker draws the same global order; worker r takes its slice of each global batch.
+    # Every worker draws the same global order (see train_steps).
     rng = np.random.default_rng(run["seed"])
     order: list[int] = []
     while len(order) < total_steps * train["batch_size"]:
@@ -166,19 +198,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     order_arr = np.asarray(order)
     target_t = torch.from_numpy(targets)
     t_train = time.time()
-    losses, tokens = [], 0
-    for step in range(total_steps):
-        batch = order_arr[step * train["batch_size"] : (step + 1) * train["batch_size"]]
-        mine = batch[rank * micro : (rank + 1) * micro]
-        ids, mask = enc.batch(mine, device)
-        tokens += int(mask.sum())
-        logits = engine(ids, mask)
-        loss = compute_loss(
-            run["loss"], logits, target_t[mine].to(device), step / total_steps, run["loss_params"]
-        )
-        engine.backward(loss)
-        engine.step()
-        losses.append(float(loss.detach()))
+    losses, tokens = train_steps(
+        engine, enc, target_t, order_arr, total_steps, train["batch_size"], rank, world, device,
+        run["loss"], run["loss_params"],
+    )  # fmt: skip
     train_seconds = time.time() - t_train
 
     t_eval = time.time()

@@ -38,7 +38,7 @@ def build_trainer(run: Run, store: Store, in_tune: bool = True) -> Any:
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=run.key,
-            storage_path=store.ray_storage_path() + "/train",
+            storage_path=store.ray_storage_path("train"),
             failure_config=FailureConfig(max_failures=res["max_failures"]),
             callbacks=callbacks,
         ),
