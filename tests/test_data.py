@@ -180,3 +180,19 @@ def test_tokenizer_round_trip_and_pad():
     batch = tok(["good1 .", "not bad2 w3 ."], padding=True)
     assert batch["input_ids"][0][-2:] == [tok.pad_token_id] * 2
     assert batch["attention_mask"][0] == [1, 1, 0, 0]
+
+
+def test_corpus_tokenizer_learns_words_from_split_a():
+    from w2sray.data.tokenizer import build_corpus_tokenizer
+
+    texts = ["A good film, truly.", "a BAD film", "good good"]
+    tok = build_corpus_tokenizer(texts)
+    again = build_corpus_tokenizer(list(texts))
+    assert tok.get_vocab() == again.get_vocab()  # deterministic
+    # most frequent first after the specials; ties alphabetical
+    assert tok.convert_ids_to_tokens(list(range(4, 7))) == ["good", "a", "film"]
+    assert tok.tokenize("Good FILM, zebra") == ["good", "film", ",", "[UNK]"]
+    ids = tok("good zebra")["input_ids"]
+    assert ids[1] == tok.unk_token_id and tok.pad_token == "[PAD]"
+    small = build_corpus_tokenizer(texts, max_vocab=6)
+    assert len(small) == 6

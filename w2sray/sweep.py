@@ -39,6 +39,10 @@ LOCAL_TRAIN_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
     # On a busy 2-core box worker start-up (imports, process group) can exceed Train's 60 s.
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+    # Per-process logging set-up that a short local run pays for and nobody reads.
+    "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING": "0",
+    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
 
 

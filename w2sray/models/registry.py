@@ -69,17 +69,22 @@ def load_model(
     pooling: str = "auto",
     trust_remote_code: bool = False,
     dtype: torch.dtype | None = None,
+    corpus: list[str] | None = None,
 ) -> Loaded:
-    """Load a backbone and its tokenizer: built-in (from config), hub id or local path."""
+    """Load a backbone and its tokenizer: built-in (from config), hub id or local path.
+
+    Built-in models get a word-level tokenizer: over ``corpus`` (the dataset's split A texts)
+    when given, else over the synthetic task's vocabulary.
+    """
     # Import the model modules before any deepspeed.zero.Init context (see DESIGN.md).
     import transformers
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     torch.manual_seed(seed)
     if is_builtin(source):
-        from w2sray.data.tokenizer import build_synthetic_tokenizer
+        from w2sray.data.tokenizer import build_corpus_tokenizer, build_synthetic_tokenizer
 
-        tok = build_synthetic_tokenizer()
+        tok = build_corpus_tokenizer(corpus) if corpus else build_synthetic_tokenizer()
         cfg = transformers.GPT2Config(
             vocab_size=len(tok),
             n_positions=512,

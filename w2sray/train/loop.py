@@ -168,6 +168,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         revision=m["revision"],
         pooling=m["pooling"],
         trust_remote_code=m["trust_remote_code"],
+        corpus=splits.gt_texts,  # built-in models learn their vocabulary from split A
     )
     model = W2SClassifier(loaded.backbone, loaded.pooling)
     enc = Encoded(loaded.tokenizer, texts, train["max_length"])
