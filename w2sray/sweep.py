@@ -43,6 +43,7 @@ LOCAL_TRAIN_ENV = {
     "RAY_TRAIN_ENABLE_CONTROLLER_STRUCTURED_LOGGING": "0",
     "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_TRAIN_METRICS_ENABLED": "0",
 }
 
 
@@ -71,8 +72,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
 
 
 def concurrency(runs: list[Run], cluster: dict[str, float], cap: int | None) -> int:
-    """How many runs fit at once: the cluster's CPUs/GPUs over the largest run's needs, so a
-    queued trial never holds resources another trial's workers wait for."""
+    """How many runs may be in flight at once.
+
+    The spec's ``max_concurrent_trials`` wins when set: on an autoscaling cluster the GPU nodes
+    do not exist yet when a stage starts, so only the user knows what it will grow to. Otherwise
+    it is the cluster's CPUs/GPUs over the largest run's needs, so a queued trial never holds
+    resources another trial's workers wait for.
+    """
+    if cap:
+        return cap
     need_cpu = max(r.resources["workers"] * r.resources["cpus_per_worker"] for r in runs)
     need_gpu = max(r.resources["workers"] * r.resources["gpus_per_worker"] for r in runs)
     n = len(runs)
@@ -80,8 +88,6 @@ def concurrency(runs: list[Run], cluster: dict[str, float], cap: int | None) -> 
         n = min(n, math.floor(cluster.get("CPU", 0) / need_cpu + 1e-9))
     if need_gpu > 0:
         n = min(n, math.floor(cluster.get("GPU", 0) / need_gpu + 1e-9))
-    if cap:
-        n = min(n, cap)
     return max(1, n)
 
 
