@@ -34,31 +34,44 @@ def synthetic_rows(
     rng = np.random.default_rng(seed)
     texts: list[str] = []
     labels: list[int] = []
+    # Draw every random choice for a block of candidates at once (per-call numpy overhead made
+    # the clause-by-clause version take seconds per worker), then assemble strings in Python.
+    # The block size is fixed, so the first k rows are the same whatever n is.
     while len(texts) < n:
-        words: list[str] = []
-        score = 0.0
-        for _ in range(int(rng.integers(min_clauses, max_clauses + 1))):
-            words += list(rng.choice(FILLER, size=int(rng.integers(0, max_filler + 1))))
-            weight = 1.0
-            if rng.random() < p_but:
-                words.append("but")
-                weight *= 2.0
-            if rng.random() < p_very:
-                words.append("very")
-                weight *= 2.0
-            sign = 1.0
-            if rng.random() < p_not:
-                words.append("not")
-                sign = -1.0
-            positive = rng.random() < 0.5
-            words.append(str(rng.choice(POSITIVE if positive else NEGATIVE)))
-            score += weight * sign * (1.0 if positive else -1.0)
-            # Trailing filler: fewer than max_filler words (none, without drawing, when it is 0).
-            n_after = int(rng.integers(0, max_filler)) if max_filler > 0 else 0
-            words += list(rng.choice(FILLER, size=n_after))
-            words.append(".")
-        if score == 0:  # ambiguous: no label exists, draw again
-            continue
-        texts.append(" ".join(words))
-        labels.append(int(score > 0))
+        m = 2048
+        c = max_clauses
+        n_clauses = rng.integers(min_clauses, max_clauses + 1, size=m)
+        n_before = rng.integers(0, max_filler + 1, size=(m, c))
+        n_after = rng.integers(0, max_filler, size=(m, c)) if max_filler > 0 else np.zeros((m, c))
+        fillers = rng.integers(0, len(FILLER), size=(m, c, 2 * max_filler + 1))
+        but = rng.random((m, c)) < p_but
+        very = rng.random((m, c)) < p_very
+        neg = rng.random((m, c)) < p_not
+        positive = rng.random((m, c)) < 0.5
+        polar = rng.integers(0, len(POSITIVE), size=(m, c))
+        for i in range(m):
+            words: list[str] = []
+            score = 0.0
+            for j in range(int(n_clauses[i])):
+                fill = fillers[i, j]
+                words += [FILLER[k] for k in fill[: n_before[i, j]]]
+                weight = 1.0
+                if but[i, j]:
+                    words.append("but")
+                    weight *= 2.0
+                if very[i, j]:
+                    words.append("very")
+                    weight *= 2.0
+                if neg[i, j]:
+                    words.append("not")
+                words.append((POSITIVE if positive[i, j] else NEGATIVE)[polar[i, j]])
+                score += weight * (-1.0 if neg[i, j] else 1.0) * (1.0 if positive[i, j] else -1.0)
+                words += [FILLER[k] for k in fill[max_filler + 1 :][: int(n_after[i, j])]]
+                words.append(".")
+            if score == 0:  # ambiguous: no label exists, skip it
+                continue
+            texts.append(" ".join(words))
+            labels.append(int(score > 0))
+            if len(texts) == n:
+                break
     return texts, labels
