@@ -69,7 +69,7 @@ def run_deepspeed(model, enc, targets, order, steps, batch, lr, stage) -> float:
     from w2sray.train.zero import deepspeed_config
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    cfg = deepspeed_config(batch, 1, stage, 1.0, bf16=False)
+    cfg = deepspeed_config(batch, 1, stage, 1.0, bf16=False, gpu=False)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=cfg)
     t0 = time.perf_counter()
     train_steps(engine, enc, targets, order, steps, batch, 0, 1, torch.device("cpu"), "xent", {})

@@ -184,7 +184,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer, _lr_lambda(total_steps, train["lr_warmup_frac"])
     )
     ds_cfg = deepspeed_config(
-        micro, world, res["zero_stage"], train["grad_clip"], bf16, res.get("offload", False)
+        micro,
+        world,
+        res["zero_stage"],
+        train["grad_clip"],
+        bf16,
+        res.get("offload", False),
+        use_gpu,
     )
     t_ds = time.time()
     engine, _, _, _ = deepspeed.initialize(
