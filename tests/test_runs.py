@@ -404,3 +404,26 @@ def test_numbers_written_differently_give_the_same_key():
     run = plan_of(a).transfer[0]
     assert run.train["lr"] == 0.001 and isinstance(run.train["epochs"], float)
     assert run.loss_params == {"alpha_max": 1.0}
+
+
+def test_local_file_keyed_by_content_not_location(tmp_path, monkeypatch):
+    """A local dataset's path is made absolute for the workers; its key follows the bytes."""
+    rows = "".join(f'{{"text": "t{i}", "label": {i % 2}}}\n' for i in range(40))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "d.jsonl").write_text(rows)
+    (tmp_path / "b" / "d.jsonl").write_text(rows)
+    monkeypatch.chdir(tmp_path)
+
+    def raw(path: str) -> dict:
+        r = base_raw()
+        r["datasets"] = [
+            {"name": "local", "params": {"path": path}, "n_gt": 10, "n_weak": 10, "n_test": 10}
+        ]
+        return r
+
+    run_a = plan_of(raw("a/d.jsonl")).gt[0]
+    assert run_a.dataset["params"]["path"] == str(tmp_path / "a" / "d.jsonl")
+    assert plan_of(raw("b/d.jsonl")).gt[0].key == run_a.key  # moved: same content, same key
+    (tmp_path / "b" / "d.jsonl").write_text(rows.replace('"t3"', '"changed"'))
+    assert plan_of(raw("b/d.jsonl")).gt[0].key != run_a.key  # edited: retrain

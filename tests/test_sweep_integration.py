@@ -122,9 +122,9 @@ def test_report_files(swept, capsys):
 
 
 def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys):
-    """A model that cannot load: its GT run fails with its error recorded, the other model's run
-    still completes, the transfer that needed it is marked failed without launching, and the
-    report lists the failures."""
+    """A weak model that cannot load: its GT run fails with its error recorded, the strong
+    model's GT run still completes, the transfer that needed the weak labels is marked failed
+    without launching, and the report lists both failures."""
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "gpt2", "n_layer": 1}')  # no weights
@@ -133,8 +133,8 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
         "name": "failing",
         "storage": str(tmp_path / "store"),
         "models": [
-            {"name": "weak", "source": "w2s-tiny-1"},
             {"name": "broken", "source": str(broken)},
+            {"name": "strong", "source": "w2s-tiny-1"},
         ],
         "methods": ["xent"],
     }
@@ -144,10 +144,10 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     plan = plan_sweep(spec)
     outcome = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
     store = Store(spec.storage)
-    weak_gt = next(r for r in plan.gt if r.model["name"] == "weak")
+    strong_gt = next(r for r in plan.gt if r.model["name"] == "strong")
     broken_gt = next(r for r in plan.gt if r.model["name"] == "broken")
     transfer = plan.transfer[0]
-    assert outcome.done == [weak_gt.key] and store.is_complete(weak_gt.key)
+    assert outcome.done == [strong_gt.key] and store.is_complete(strong_gt.key)
     assert set(outcome.failed) == {broken_gt.key, transfer.key}
     assert not store.is_complete(broken_gt.key)
     failures = {f["key"]: f for f in store.failures()}

@@ -11,6 +11,8 @@ from w2sray.store import Store
 
 EPILOG = """examples:
   w2sray plan sweeps/quickstart.yaml            list the runs, what is done and what will run
+  w2sray plan SPEC --gpu-mem 80 --gpus-per-node 8
+                                                and estimate GPU memory, suggest ZeRO layouts
   w2sray run sweeps/quickstart.yaml             run the sweep on a local Ray cluster, then report
   w2sray run SPEC --store s3://bucket/w2s       keep results in object storage
   w2sray run SPEC --address auto                join a running Ray cluster (RAY_ADDRESS works too)
@@ -42,6 +44,21 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="list the runs of a sweep and their status; runs nothing")
     plan.add_argument("spec", help="sweep spec YAML")
     plan.add_argument("--store", help="results location; overrides the spec")
+    plan.add_argument(
+        "--gpu-mem",
+        type=float,
+        metavar="GiB",
+        help="memory of one GPU in GiB: add per-model memory estimates and a suggested "
+        "layout (workers, ZeRO stage, offload); needs --gpus-per-node",
+    )
+    plan.add_argument("--gpus-per-node", type=int, metavar="N", help="GPUs per node")
+    plan.add_argument(
+        "--max-nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="nodes a run may span in the suggestion (default 1)",
+    )
 
     rep = sub.add_parser("report", help="write PGR tables, matrices and plots from a store")
     rep.add_argument("store", help="results location (path, s3://, gs://)")
@@ -60,6 +77,14 @@ def _load(path: str, store: str | None) -> SweepSpec:
 def cmd_plan(args: argparse.Namespace) -> int:
     from w2sray.runs import plan_sweep
 
+    if (args.gpu_mem is None) != (args.gpus_per_node is None):
+        print("error: --gpu-mem and --gpus-per-node go together", file=sys.stderr)
+        return 2
+    if args.gpu_mem is not None and (
+        args.gpu_mem <= 0 or args.gpus_per_node < 1 or args.max_nodes < 1
+    ):
+        print("error: --gpu-mem must be > 0, --gpus-per-node and --max-nodes >= 1", file=sys.stderr)
+        return 2
     spec = _load(args.spec, args.store)
     plan = plan_sweep(spec)
     store = Store(spec.storage)
@@ -87,7 +112,110 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"(= {len(spec.datasets)} datasets x {len(spec.models)} models x {len(spec.seeds)} seeds),"
         f" {len(plan.transfer)} transfers; {counts['done']} done, {counts['todo']} to run"
     )
+    if args.gpu_mem is not None:
+        _print_resource_plan(spec, args.gpu_mem, args.gpus_per_node, args.max_nodes)
     return 0
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _fmt_params(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _layout(workers: int, stage: int, offload: bool) -> str:
+    return f"workers={workers} zero_stage={stage} offload={str(offload).lower()}"
+
+
+def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_nodes: int) -> None:
+    """Per model: size, estimated GPU memory under the spec's resources, and the planner's
+    suggestion. Estimates only (w2sray/plan_resources.py); starts nothing."""
+    from w2sray.models.defaults import local_model_defaults, model_defaults
+    from w2sray.models.registry import is_builtin
+    from w2sray.plan_resources import HEADROOM, GiB, estimate_memory_per_gpu, plan_run
+
+    gpu_mem = int(gpu_mem_gib * GiB)
+    budget = int(HEADROOM * gpu_mem)
+    print(
+        f"\nresource plan: {gpu_mem_gib:g} GiB per GPU, {gpn} GPUs per node, up to {max_nodes} "
+        f"node(s); budget {HEADROOM:.0%} = {_fmt_bytes(budget)} per GPU. ESTIMATES (bf16 mixed "
+        "precision Adam, ZeRO-paper model states + activations at max_length + 1.5 GiB; see "
+        "w2sray/plan_resources.py)"
+    )
+    ckpt_recommended, cpu_models = [], []
+    for m in spec.models:
+        t, r = spec.train_for(m), spec.resources_for(m)
+        label = m.name if m.name == m.source else f"{m.name} ({m.source})"
+        d = model_defaults(m.source)
+        how = "defaults table"
+        if d is None and not is_builtin(m.source):
+            d = local_model_defaults(m.source, m.trust_remote_code)
+            how = "counted from config.json"
+        if d is None:
+            print(
+                f"{label}: size unknown (not in w2sray/models/defaults.py, not a "
+                "local directory with a config.json): no estimate"
+            )
+            continue
+        print(
+            f"{label}: {_fmt_params(d.params)} params ({how}), hidden {d.hidden}, "
+            f"{d.layers} layers; max_length {t.max_length}, batch {t.batch_size}"
+        )
+        if r.gpus_per_worker == 0:
+            cpu_models.append(m.name)
+        # Workers sharing a GPU (gpus_per_worker < 1) add up on it.
+        share = int(1 / r.gpus_per_worker) if 0 < r.gpus_per_worker < 1 else 1
+        est = share * estimate_memory_per_gpu(
+            d.params,
+            2,
+            r.zero_stage,
+            r.workers,
+            r.offload,
+            t.max_length,
+            t.batch_size // r.workers,
+            d.hidden,
+            d.layers,
+            False,
+        )
+        fits = "fits" if est <= budget else "DOES NOT FIT"
+        shared = f", {share} workers per GPU" if share > 1 else ""
+        print(
+            f"  spec:      {_layout(r.workers, r.zero_stage, r.offload)}  "
+            f"est {_fmt_bytes(est)}/GPU{shared}  {fits}"
+        )
+        p = plan_run(
+            d.params,
+            gpu_mem,
+            gpn,
+            hidden=d.hidden,
+            layers=d.layers,
+            seq_len=t.max_length,
+            batch_size=t.batch_size,
+            max_nodes=max_nodes,
+        )
+        verdict = f"fits on {p.nodes} node(s)" if p.fits else "NOTHING FITS (smallest shown)"
+        print(
+            f"  suggested: {_layout(p.workers, p.zero_stage, p.offload)}  "
+            f"est {_fmt_bytes(p.est_bytes_per_gpu)}/GPU  {verdict}"
+        )
+        if d.gradient_checkpointing:
+            ckpt_recommended.append(m.name)
+    if cpu_models:
+        print(
+            f"note: the spec runs {', '.join(cpu_models)} on CPU (gpus_per_worker: 0); the "
+            "estimates are for the same layout on GPUs"
+        )
+    if ckpt_recommended:
+        print(
+            f"note: the defaults table recommends gradient checkpointing for "
+            f"{', '.join(ckpt_recommended)}, but the training loop does not enable it yet; "
+            "the estimates assume it off"
+        )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -137,6 +265,10 @@ def _report(store: Store, out: str | None) -> int:
     for h in paths.heatmaps:
         print(f"heatmap: {h}")
     print(f"plot:    {paths.scatter}")
+    if paths.stats_csv is not None:
+        print(f"stats:   {paths.stats_csv}  {paths.comparisons_csv}")
+    if paths.html is not None:
+        print(f"html:    {paths.html}")
     return 0
 
 

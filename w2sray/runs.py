@@ -9,6 +9,7 @@ and methods use it, and renaming a model in the spec reuses its results.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,10 +39,14 @@ class Run:
 
     def content(self) -> dict[str, Any]:
         model = {k: v for k, v in self.model.items() if k != "name"}
+        dataset = self.dataset
+        if "sha256" in dataset:  # a local file: keyed by its bytes, not where it lies
+            params = {k: v for k, v in dataset["params"].items() if k != "path"}
+            dataset = {**dataset, "params": params}
         return {
             "version": RESULT_VERSION,
             "kind": self.kind,
-            "dataset": self.dataset,
+            "dataset": dataset,
             "model": model,
             "loss": self.loss,
             "loss_params": self.loss_params,
@@ -85,6 +90,22 @@ class Run:
         return {**asdict(self), "key": self.key, "content": self.content()}
 
 
+def _dataset_dict(ds: Any) -> dict[str, Any]:
+    """The dataset as a run carries it. A local file's path is made absolute (Ray workers run
+    in other directories) and its sha256 recorded, so the key follows the data's content:
+    moving the file keeps results, editing it retrains."""
+    d = asdict(ds)
+    path = d["params"].get("path")
+    if ds.name == "local" and isinstance(path, str) and os.path.isfile(path):
+        d["params"] = {**d["params"], "path": os.path.abspath(path)}
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        d["sha256"] = digest.hexdigest()
+    return d
+
+
 def _model_dict(m: Any) -> dict[str, Any]:
     return {
         "name": m.name,
@@ -116,7 +137,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     gt: dict[tuple[str, str, int], Run] = {}
     transfers: dict[str, Run] = {}
     for ds in spec.datasets:
-        ds_dict = asdict(ds)
+        ds_dict = _dataset_dict(ds)
         for seed in spec.seeds:
             for m in spec.models:
                 gt[(ds.name, m.name, seed)] = Run(
