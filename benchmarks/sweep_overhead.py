@@ -10,6 +10,7 @@ Runs `w2sray run SPEC --store <fresh temp dir>` as a user would, then reads each
   teardown       loop ends -> fit returns
 
     .venv/bin/python benchmarks/sweep_overhead.py [sweeps/quickstart.yaml]
+    .venv/bin/python benchmarks/sweep_overhead.py SPEC --store STORE   # analyse a finished sweep
 """
 
 from __future__ import annotations
@@ -26,15 +27,19 @@ import yaml
 
 
 def main() -> None:
-    spec_path = sys.argv[1] if len(sys.argv) > 1 else "sweeps/quickstart.yaml"
-    store = tempfile.mkdtemp(prefix="w2s-bench-")
-    cmd = [os.path.join(".venv", "bin", "w2sray"), "run", spec_path, "--store", store]
-    t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        print(proc.stdout[-3000:], proc.stderr[-3000:])
-        raise SystemExit(f"sweep failed with exit code {proc.returncode}")
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    spec_path = args[0] if args else "sweeps/quickstart.yaml"
+    if "--store" in sys.argv:  # a sweep already run: its own timings only
+        store, wall = sys.argv[sys.argv.index("--store") + 1], float("nan")
+    else:
+        store = tempfile.mkdtemp(prefix="w2s-bench-")
+        cmd = [os.path.join(".venv", "bin", "w2sray"), "run", spec_path, "--store", store]
+        t0 = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-3000:])
+            raise SystemExit(f"sweep failed with exit code {proc.returncode}")
 
     rows = []
     for f in glob.glob(os.path.join(store, "ray", "*", "*", "result.json")):

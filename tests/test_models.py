@@ -10,7 +10,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, PreTrainedTokenizerFast
 
 from w2sray.data.synthetic import VOCAB
-from w2sray.models import W2SClassifier, load_model, pool, resolve_model_source
+from w2sray.losses import compute_loss
+from w2sray.models import (
+    W2SClassifier,
+    enable_gradient_checkpointing,
+    load_model,
+    pool,
+    resolve_model_source,
+)
 
 # ------------------------------------------------------------------------------------------------
 # pool()
@@ -142,6 +149,54 @@ def test_builtin_models_seeded():
 
 
 # ------------------------------------------------------------------------------------------------
+# Gradient checkpointing and precision
+
+
+def _loss_and_grads(checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """One train-mode forward/backward of a built-in model; also how often block 0's attention
+    started (a pre-hook: torch stops a recompute early, before later forward hooks fire)."""
+    loaded = load_model("w2s-tiny-2", seed=0)
+    if checkpointing:
+        enable_gradient_checkpointing(loaded.backbone, "w2s-tiny-2")
+    torch.manual_seed(0)  # the head's init
+    clf = W2SClassifier(loaded.backbone, loaded.pooling).train()
+    calls = []
+    loaded.backbone.h[0].attn.register_forward_pre_hook(lambda *a: calls.append(1))
+    tok = loaded.tokenizer
+    texts = ["w3 good1 . not bad2 . very good4 .", "bad5 .", "not not good2 . w1 w2 ."]
+    ids, mask = pad_batch([tok(t)["input_ids"] for t in texts], tok.pad_token_id, left=False)
+    targets = torch.tensor([[0.2, 0.8], [0.9, 0.1], [0.4, 0.6]])
+    loss = compute_loss("xent", clf(ids, mask), targets, 0.0, {})
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in clf.named_parameters() if p.grad is not None}
+    return loss.detach(), grads, len(calls)
+
+
+def test_gradient_checkpointing_same_loss_and_gradients():
+    loss_off, grads_off, calls_off = _loss_and_grads(False)
+    loss_on, grads_on, calls_on = _loss_and_grads(True)
+    assert (calls_off, calls_on) == (1, 2)  # checkpointing really recomputed block 0
+    torch.testing.assert_close(loss_on, loss_off, atol=1e-5, rtol=0)
+    assert grads_on.keys() == grads_off.keys() and len(grads_on) > 10
+    for name, g in grads_off.items():
+        torch.testing.assert_close(grads_on[name], g, atol=1e-5, rtol=0, msg=name)
+
+
+def test_gradient_checkpointing_unsupported_names_the_model():
+    with pytest.raises(ValueError, match=r"model 'my/model' \(Linear\) does not support gradient"):
+        enable_gradient_checkpointing(torch.nn.Linear(2, 2), "my/model")
+
+
+def test_classifier_head_float32_on_bf16_backbone():
+    """A bf16 backbone (as loaded on GPU) under a float32 head gives float32 logits."""
+    loaded = load_model("w2s-tiny-1", seed=0)
+    clf = W2SClassifier(loaded.backbone.to(torch.bfloat16), "mean")
+    ids, mask = pad_batch([[3, 4, 5], [6, 7]], loaded.tokenizer.pad_token_id, left=False)
+    logits = clf(ids, mask)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+# ------------------------------------------------------------------------------------------------
 # Local checkpoints: tiny GPT-2 and BERT saved with save_pretrained, loaded through load_model
 
 
@@ -212,6 +267,19 @@ def test_load_local_bert(bert_dir):
     cls = tok.cls_token_id
     seqs = [[cls, *tok("good1 . not bad2 . w4 .")["input_ids"]], [cls, *tok("bad3 .")["input_ids"]]]
     assert_padding_invariant(clf, seqs, tok.pad_token_id)
+
+
+def test_load_dtype(tmp_path, gpt2_dir):
+    """float32 unless bf16 is asked for, even from a bf16 checkpoint (transformers >= 5 would
+    otherwise load the checkpoint's own dtype)."""
+    assert next(load_model(str(gpt2_dir), seed=0).backbone.parameters()).dtype == torch.float32
+    bf16 = load_model(str(gpt2_dir), seed=0, dtype=torch.bfloat16).backbone
+    assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
+    bf16.save_pretrained(tmp_path)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / f).write_bytes((gpt2_dir / f).read_bytes())
+    again = load_model(str(tmp_path), seed=0).backbone
+    assert all(p.dtype == torch.float32 for p in again.parameters())
 
 
 def test_saved_weights_are_loaded(gpt2_dir):

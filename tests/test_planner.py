@@ -291,6 +291,29 @@ def test_plan_cli_gpu_section(tmp_path, capsys):
     assert not (tmp_path / "store").exists()
 
 
+def test_plan_cli_follows_gradient_checkpointing_and_dtype(tmp_path, capsys):
+    def qwen_line(train: dict) -> tuple[str, str]:
+        raw = yaml.safe_load(_hub_spec(tmp_path).read_text())
+        raw["train"].update(train)
+        path = tmp_path / "hub2.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        assert cli.main(["plan", str(path), "--gpu-mem", "80", "--gpus-per-node", "8"]) == 0
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        i = lines.index(next(ln for ln in lines if ln.startswith("Qwen/Qwen2.5-7B:")))
+        return lines[i + 1], out
+
+    def gib(line: str) -> float:
+        return float(line.split("est ")[1].split(" GiB")[0])
+
+    base, _ = qwen_line({})
+    ckpt, out = qwen_line({"gradient_checkpointing": True})
+    assert gib(ckpt) < gib(base)  # activations of one layer, not all 28
+    assert "recommends gradient checkpointing" not in out  # the spec already has it on
+    fp32, _ = qwen_line({"dtype": "fp32"})
+    assert gib(fp32) > gib(base)
+
+
 def test_plan_cli_without_gpu_info_unchanged_and_flags_go_together(tmp_path, capsys):
     path = _hub_spec(tmp_path)
     assert cli.main(["plan", str(path)]) == 0

@@ -170,6 +170,8 @@ DATA_AND_TRAIN_MUTATIONS = {
     "lr_warmup_frac": lambda r: r["train"].update(lr_warmup_frac=0.1),
     "max_length": lambda r: r["train"].update(max_length=48),
     "grad_clip": lambda r: r["train"].update(grad_clip=0.5),
+    "dtype": lambda r: r["train"].update(dtype="bf16"),
+    "gradient_checkpointing": lambda r: r["train"].update(gradient_checkpointing=True),
 }
 
 

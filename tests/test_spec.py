@@ -103,6 +103,38 @@ def test_store_override(tmp_path):
     assert load_spec(path, storage_override=target).storage == target
 
 
+def test_precision_and_checkpointing_settings(tmp_path):
+    spec = parse_spec(base_spec(str(tmp_path / "s")))
+    assert spec.train.dtype == "auto" and spec.train.gradient_checkpointing is False
+    raw = base_spec(str(tmp_path / "s"))
+    raw["train"].update(dtype="fp32")
+    raw["models"][2] = {
+        "name": "w2s-tiny-3",
+        "train": {"dtype": "bf16", "gradient_checkpointing": True},
+    }
+    spec = parse_spec(raw)
+    assert spec.train.dtype == "fp32"
+    big = spec.train_for(spec.models[2])
+    assert big.dtype == "bf16" and big.gradient_checkpointing is True
+    assert spec.train_for(spec.models[0]).dtype == "fp32"
+
+
+def test_resolve_bf16():
+    from w2sray.train.zero import resolve_bf16
+
+    # auto: bf16 only on a bf16-capable GPU, never on CPU
+    assert resolve_bf16("auto", gpu=True, gpu_bf16=True) is True
+    assert resolve_bf16("auto", gpu=True, gpu_bf16=False) is False
+    assert resolve_bf16("auto", gpu=False, gpu_bf16=False) is False
+    assert resolve_bf16("fp32", gpu=True, gpu_bf16=True) is False
+    assert resolve_bf16("bf16", gpu=False, gpu_bf16=False) is True  # allowed on CPU (slow)
+    assert resolve_bf16("bf16", gpu=True, gpu_bf16=True) is True
+    with pytest.raises(ValueError, match="does not support bf16"):
+        resolve_bf16("bf16", gpu=True, gpu_bf16=False)
+    with pytest.raises(ValueError, match="must be auto, fp32 or bf16"):
+        resolve_bf16("fp16", gpu=True, gpu_bf16=True)
+
+
 def test_plan_cli_store_override_and_no_ray(tmp_path, capsys):
     store = tmp_path / "store"
     path = write_yaml(tmp_path / "ok.yaml", base_spec(str(tmp_path / "spec_store")))
@@ -198,6 +230,19 @@ BAD = [
         _set("resources", "zero_stage", 4),
         "resources.zero_stage",
         "must be 0, 1, 2 or 3, got 4",
+    ),
+    ("bad-dtype", _set("train", "dtype", "fp16"), "train.dtype", "must be auto, fp32 or bf16"),
+    (
+        "bad-model-dtype",
+        _set("models", 1, {"name": "w2s-tiny-2", "train": {"dtype": "bfloat16"}}),
+        "models[1].train.dtype",
+        "must be auto, fp32 or bf16, got 'bfloat16'",
+    ),
+    (
+        "gradient-checkpointing-not-bool",
+        _set("train", "gradient_checkpointing", "yes"),
+        "train.gradient_checkpointing",
+        "must be bool",
     ),
     (
         "offload-stage-0",

@@ -143,9 +143,9 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
     budget = int(HEADROOM * gpu_mem)
     print(
         f"\nresource plan: {gpu_mem_gib:g} GiB per GPU, {gpn} GPUs per node, up to {max_nodes} "
-        f"node(s); budget {HEADROOM:.0%} = {_fmt_bytes(budget)} per GPU. ESTIMATES (bf16 mixed "
-        "precision Adam, ZeRO-paper model states + activations at max_length + 1.5 GiB; see "
-        "w2sray/plan_resources.py)"
+        f"node(s); budget {HEADROOM:.0%} = {_fmt_bytes(budget)} per GPU. ESTIMATES (mixed "
+        "precision Adam in train.dtype, bf16 for auto; ZeRO-paper model states + activations at "
+        "max_length, with train.gradient_checkpointing, + 1.5 GiB; see w2sray/plan_resources.py)"
     )
     ckpt_recommended, cpu_models = [], []
     for m in spec.models:
@@ -170,9 +170,10 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
             cpu_models.append(m.name)
         # Workers sharing a GPU (gpus_per_worker < 1) add up on it.
         share = int(1 / r.gpus_per_worker) if 0 < r.gpus_per_worker < 1 else 1
+        dtype_bytes = 4 if t.dtype == "fp32" else 2  # auto is bf16 on (bf16-capable) GPUs
         est = share * estimate_memory_per_gpu(
             d.params,
-            2,
+            dtype_bytes,
             r.zero_stage,
             r.workers,
             r.offload,
@@ -180,7 +181,7 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
             t.batch_size // r.workers,
             d.hidden,
             d.layers,
-            False,
+            t.gradient_checkpointing,
         )
         fits = "fits" if est <= budget else "DOES NOT FIT"
         shared = f", {share} workers per GPU" if share > 1 else ""
@@ -196,6 +197,8 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
             layers=d.layers,
             seq_len=t.max_length,
             batch_size=t.batch_size,
+            dtype_bytes=dtype_bytes,
+            grad_ckpt=t.gradient_checkpointing,
             max_nodes=max_nodes,
         )
         verdict = f"fits on {p.nodes} node(s)" if p.fits else "NOTHING FITS (smallest shown)"
@@ -203,7 +206,7 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
             f"  suggested: {_layout(p.workers, p.zero_stage, p.offload)}  "
             f"est {_fmt_bytes(p.est_bytes_per_gpu)}/GPU  {verdict}"
         )
-        if d.gradient_checkpointing:
+        if d.gradient_checkpointing and not t.gradient_checkpointing:
             ckpt_recommended.append(m.name)
     if cpu_models:
         print(
@@ -213,8 +216,8 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
     if ckpt_recommended:
         print(
             f"note: the defaults table recommends gradient checkpointing for "
-            f"{', '.join(ckpt_recommended)}, but the training loop does not enable it yet; "
-            "the estimates assume it off"
+            f"{', '.join(ckpt_recommended)}; the spec leaves it off (the estimates too): set "
+            "train: {gradient_checkpointing: true} for them to save activation memory"
         )
 
 

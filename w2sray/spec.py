@@ -36,6 +36,12 @@ class TrainSettings:
     lr_warmup_frac: float = 0.0  # linear lr warmup, then cosine decay to 0
     max_length: int = 64  # tokens; longer texts are truncated (and counted), never dropped
     grad_clip: float = 1.0
+    # auto: bf16 on a GPU that supports it, fp32 otherwise; fp32; bf16 (on CPU too, but slow)
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+
+
+DTYPES = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,8 @@ def _check_train(chk: _Checker, t: TrainSettings, where: str) -> None:
     _range(chk, f"{where}.weight_decay", t.weight_decay, 0)
     _range(chk, f"{where}.lr_warmup_frac", t.lr_warmup_frac, 0, 1)
     _range(chk, f"{where}.max_length", t.max_length, 2)
+    if t.dtype not in DTYPES:
+        chk.bad(f"{where}.dtype", f"must be auto, fp32 or bf16, got {t.dtype!r}")
 
 
 def _check_resources(chk: _Checker, r: Resources, t: TrainSettings | None, where: str) -> None:

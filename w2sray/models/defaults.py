@@ -22,11 +22,13 @@ Where the numbers come from:
   other value is CHOSEN here by the same pattern: 5e-5 below 500M parameters, 1e-5 above,
   batch 32, gradient checkpointing from about 1.5B parameters (where that repo turns it on for
   gpt2-xl, Qwen-1_8B and Mistral-7B). Built-ins: lr 1e-3, chosen (sweeps/quickstart.yaml).
-- ``dtype``: bf16 on GPU is what the training loop does (w2sray/train/loop.py: bf16 when the
-  device supports it, fp32 on CPU).
+- ``dtype``: bf16 on GPU is what the training loop does with the spec's default
+  ``train.dtype: auto`` (w2sray/train/zero.py resolve_bf16: bf16 when the GPU supports it, fp32
+  on CPU).
 
-NOTE: the training loop does not enable gradient checkpointing yet; the planner reports the
-table's recommendation but estimates memory without it.
+The training loop enables gradient checkpointing only when the spec sets
+``train.gradient_checkpointing``; the planner estimates memory with the spec's setting and notes
+the table's recommendation where the spec leaves it off.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
         big = mask.shape[1]
         idx = torch.where(mask.bool(), positions, big).min(dim=1).values
     elif how == "mean":
-        w = mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+        # Summed in float32: a bf16 sum over many tokens loses precision.
+        w = mask.float().unsqueeze(-1)
+        return ((hidden.float() * w).sum(1) / w.sum(1).clamp_min(1.0)).to(hidden.dtype)
     else:
         raise ValueError(f"unknown pooling {how!r}")
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), idx]
@@ -52,4 +53,6 @@ class W2SClassifier(nn.Module):
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         pooled = pool(out.last_hidden_state, attention_mask, self.pooling)
+        # The head runs in its own dtype (float32 unless DeepSpeed's bf16 cast the whole model),
+        # whatever the backbone's; the losses compute in float32 either way (w2sray/losses.py).
         return self.head(pooled.to(self.head.weight.dtype))

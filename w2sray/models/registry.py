@@ -75,6 +75,10 @@ def load_model(
 
     Built-in models get a word-level tokenizer: over ``corpus`` (the dataset's split A texts)
     when given, else over the synthetic task's vocabulary.
+
+    ``dtype`` applies to hub and local models (built-ins are always float32); None loads them
+    in float32. Pass it explicitly: transformers >= 5 otherwise loads the checkpoint's own dtype
+    (bf16 for most recent models), which an fp32 run must not train in.
     """
     # Import the model modules before any deepspeed.zero.Init context (see DESIGN.md).
     import transformers
@@ -102,10 +106,29 @@ def load_model(
         kw = dict(revision=revision, trust_remote_code=trust_remote_code)
         tok = AutoTokenizer.from_pretrained(path, **kw)
         cfg = AutoConfig.from_pretrained(path, **kw)
-        backbone = AutoModel.from_pretrained(path, dtype=dtype, **kw)
+        backbone = AutoModel.from_pretrained(path, dtype=dtype or torch.float32, **kw)
         model_type = cfg.model_type
         if tok.pad_token is None:  # GPT-2 style tokenizers ship without one
             tok.pad_token = tok.eos_token or tok.unk_token
     if pooling == "auto":
         pooling = "first" if model_type in ENCODER_TYPES else "last"
     return Loaded(backbone=backbone, tokenizer=tok, pooling=pooling)
+
+
+def enable_gradient_checkpointing(backbone: torch.nn.Module, name: str) -> None:
+    """Turn on gradient (activation) checkpointing in a transformers backbone: its layers'
+    activations are recomputed in the backward pass instead of stored. Raise ValueError naming
+    ``name`` when the model does not support it."""
+    if not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise ValueError(
+            f"model {name!r} ({type(backbone).__name__}) does not support gradient "
+            "checkpointing: set train.gradient_checkpointing to false for it"
+        )
+    # Non-reentrant torch checkpointing: also correct when the layer inputs need no grad.
+    kwargs = {"use_reentrant": False}
+    if hasattr(backbone, "activation_checkpointing_enable"):  # the name since transformers 5.x
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if getattr(backbone.config, "use_cache", False):  # a KV cache is useless here, and warns
+        backbone.config.use_cache = False

@@ -142,8 +142,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch.distributed as dist
 
-    from w2sray.models import W2SClassifier, load_model
-    from w2sray.train.zero import deepspeed_config
+    from w2sray.models import W2SClassifier, enable_gradient_checkpointing, load_model
+    from w2sray.train.zero import deepspeed_config, resolve_bf16
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
@@ -161,16 +161,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     texts, targets = load_targets(run, splits, store)
     m = run["model"]
-    bf16 = use_gpu and torch.cuda.is_bf16_supported()
+    # .get: a run config written before these settings existed means their defaults.
+    bf16 = resolve_bf16(
+        train.get("dtype", "auto"), use_gpu, use_gpu and torch.cuda.is_bf16_supported()
+    )
     loaded = load_model(
         m["source"],
         seed=run["seed"],
         revision=m["revision"],
         pooling=m["pooling"],
         trust_remote_code=m["trust_remote_code"],
+        # bf16 weights straight from the checkpoint on GPU (DeepSpeed's bf16 cast would make
+        # the same values); on CPU float32, and DeepSpeed casts when bf16 is asked for there.
+        dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,
         corpus=splits.gt_texts,  # built-in models learn their vocabulary from split A
     )
+    if train.get("gradient_checkpointing", False):
+        enable_gradient_checkpointing(loaded.backbone, m["source"])
     model = W2SClassifier(loaded.backbone, loaded.pooling)
+    n_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
     enc = Encoded(loaded.tokenizer, texts, train["max_length"])
     test_enc = Encoded(loaded.tokenizer, splits.test_texts, train["max_length"])
 
@@ -247,7 +256,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "truncated_test": test_enc.truncated,
         "workers": world,
         "zero_stage": res["zero_stage"],
-        "params": sum(p.numel() for p in model.parameters()) if res["zero_stage"] < 3 else None,
+        "params": n_params,
+        "dtype": "bf16" if bf16 else "fp32",  # train.dtype as resolved on this device
+        "gradient_checkpointing": bool(train.get("gradient_checkpointing", False)),
+        "gpu": use_gpu,
+        "gpu_name": torch.cuda.get_device_name(device) if use_gpu else None,
     }
     if weak_p1 is not None:
         weak_y = np.asarray(splits.weak_labels)
@@ -267,4 +280,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 pd.DataFrame({"id": splits.weak_ids, "p1": weak_p1})
             )
         store.write_run(run["key"], files)
-    ray.train.report({k: v for k, v in metrics.items() if v is not None})
+    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})

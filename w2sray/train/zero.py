@@ -5,6 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 
+def resolve_bf16(dtype: str, gpu: bool, gpu_bf16: bool) -> bool:
+    """Whether a run trains in bf16, from TrainSettings.dtype and the worker's device.
+
+    ``auto``: bf16 on a GPU that supports it (``gpu_bf16``: torch.cuda.is_bf16_supported()),
+    fp32 otherwise (CPU included); ``fp32``: always fp32; ``bf16``: always bf16 (on CPU too,
+    where it is slow), an error on a GPU without bf16.
+    """
+    if dtype == "auto":
+        return gpu and gpu_bf16
+    if dtype == "fp32":
+        return False
+    if dtype == "bf16":
+        if gpu and not gpu_bf16:
+            raise ValueError(
+                "train.dtype is bf16 but this GPU does not support bf16: use auto or fp32"
+            )
+        return True
+    raise ValueError(f"train.dtype must be auto, fp32 or bf16, got {dtype!r}")
+
+
 def deepspeed_config(
     micro_batch: int,
     world_size: int,
@@ -15,6 +35,9 @@ def deepspeed_config(
     gpu: bool | None = None,
 ) -> dict[str, Any]:
     """A DeepSpeed config for a client (torch) optimizer.
+
+    ``bf16`` is the run's resolved precision (resolve_bf16): DeepSpeed's bf16 mixed precision
+    (the model's parameters in bf16, the loss computed in float32 by w2sray.losses).
 
     The global batch is micro_batch * world_size with no gradient accumulation, so a run sees the
     same batches whatever its worker count. A torch AdamW is passed to deepspeed.initialize:

@@ -1,0 +1,139 @@
+"""Tests for benchmarks/mfu.py (throughput and MFU from a store) and the spec that
+benchmarks/gpu_check.sh writes. No GPU, no Ray: the store holds hand-written metrics."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from w2sray.spec import parse_spec
+from w2sray.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+GPU_CHECK = REPO / "benchmarks" / "gpu_check.sh"
+
+
+def _load_mfu():
+    spec = importlib.util.spec_from_file_location("mfu", REPO / "benchmarks" / "mfu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+mfu = _load_mfu()
+
+
+@pytest.mark.parametrize(
+    "name,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 SXM5 80GB", 989e12),
+        ("NVIDIA H200", 989e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA H100 PCIe", None),  # a different peak: not guessed
+        ("NVIDIA H200 NVL", None),
+        ("NVIDIA L40S", None),  # not "L4"
+        ("Tesla T4", None),
+        (None, None),
+    ],
+)
+def test_peak_table(monkeypatch, name, peak):
+    monkeypatch.delenv("PEAK_BF16_FLOPS", raising=False)
+    got, source = mfu.peak_for(name)
+    assert got == peak
+    if peak is None:
+        assert "PEAK_BF16_FLOPS" in source
+
+
+def test_peak_from_env(monkeypatch):
+    monkeypatch.setenv("PEAK_BF16_FLOPS", "500e12")
+    assert mfu.peak_for("Tesla T4") == (500e12, "PEAK_BF16_FLOPS")
+    assert mfu.peak_for("NVIDIA H100 80GB HBM3")[0] == 500e12  # the environment wins
+
+
+def _write(store: Store, key: str, model: str, kind: str, metrics: dict, res: dict) -> None:
+    config = {
+        "key": key,
+        "kind": kind,
+        "model": {"name": model, "source": model},
+        "weak_model": "w2s-tiny-2" if kind == "transfer" else None,
+        "resources": res,
+    }
+    files = {
+        "config.json": json.dumps(config).encode(),
+        "metrics.json": json.dumps(metrics).encode(),
+    }
+    store.write_run(key, files)
+
+
+def test_mfu_report_from_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("PEAK_BF16_FLOPS", raising=False)
+    store = Store(str(tmp_path / "store"))
+    gpu = "NVIDIA H100 80GB HBM3"
+    base = {"dtype": "bf16", "gpu_name": gpu, "acc": 0.9}
+    _write(
+        store, "gt-aaa", "w2s-tiny-3", "gt",
+        {**base, "params": 1_000_000, "tokens_per_second": 1e5, "workers": 1, "zero_stage": 2},
+        {"workers": 1, "gpus_per_worker": 1.0, "zero_stage": 2},
+    )  # fmt: skip
+    _write(
+        store, "transfer-bbb", "w2s-tiny-4", "transfer",
+        {**base, "params": 2_000_000, "tokens_per_second": 3e5, "workers": 2, "zero_stage": 3},
+        {"workers": 2, "gpus_per_worker": 1.0, "zero_stage": 3},
+    )  # fmt: skip
+    # An incomplete run (no DONE.json) is not reported.
+    (tmp_path / "store" / "runs" / "gt-zzz").mkdir()
+    (tmp_path / "store" / "runs" / "gt-zzz" / "metrics.json").write_text("{}")
+
+    assert mfu.main([str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert f"GPU: {gpu}; peak bf16 989 TFLOP/s per GPU (table: H100 SXM)" in out
+    assert len(out.splitlines()) == 6  # GPU, formula, table header and rule, 2 complete runs
+    gt = next(ln for ln in out.splitlines() if ln.startswith("gt "))
+    # 6 * 1e6 * 1e5 / (989e12 * 1 GPU) = 6.0667e-4
+    assert "w2s-tiny-3" in gt and "1.00M" in gt and "100,000" in gt and "0.0607%" in gt
+    w2s = next(ln for ln in out.splitlines() if ln.startswith("w2s from w2s-tiny-2"))
+    # 6 * 2e6 * 3e5 / (989e12 * 2 GPUs) = 1.8200e-3
+    assert "w2s-tiny-4" in w2s and "0.1820%" in w2s and "   3 " in w2s
+
+    # Unknown GPU and no PEAK_BF16_FLOPS: throughput only, and how to get MFU.
+    assert mfu.main([str(tmp_path / "store"), "--gpu-name", "Tesla T4"]) == 0
+    out = capsys.readouterr().out
+    assert "MFU not computed" in out and "PEAK_BF16_FLOPS" in out
+    assert "100,000" in out and "%" not in out.split("\n", 2)[2]
+    # An explicit peak.
+    assert mfu.main([str(tmp_path / "store"), "--peak", "6e17"]) == 0
+    assert "0.0001%" in capsys.readouterr().out  # 6e11 / 6e17
+
+
+def test_mfu_empty_store(tmp_path, capsys):
+    assert mfu.main([str(tmp_path / "nothing")]) == 1
+    assert "no complete runs" in capsys.readouterr().err
+
+
+def test_gpu_check_script_parses_and_writes_a_valid_spec(tmp_path):
+    subprocess.run(["bash", "-n", str(GPU_CHECK)], check=True)
+    for ngpu, workers in ((1, 1), (3, 2), (8, 8), (16, 8)):
+        text = subprocess.run(
+            ["bash", str(GPU_CHECK), "--print-spec", str(ngpu)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "GPU_CHECK_STORE": str(tmp_path / "s")},
+        ).stdout
+        spec = parse_spec(yaml.safe_load(text))
+        assert spec.storage == str(tmp_path / "s")
+        assert [m.name for m in spec.models] == ["w2s-tiny-2", "w2s-tiny-3", "w2s-tiny-4"]
+        assert spec.datasets[0].name == "synthetic"
+        assert spec.train.dtype == "bf16"
+        stages = [spec.resources_for(m).zero_stage for m in spec.models]
+        assert stages == [2, 2, 3]
+        assert all(spec.resources_for(m).gpus_per_worker == 1 for m in spec.models)
+        assert all(spec.resources_for(m).workers == workers for m in spec.models)
