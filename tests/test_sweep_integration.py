@@ -158,3 +158,20 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     with open(os.path.join(spec.storage, "report", "summary.md")) as fh:
         summary = fh.read()
     assert broken_gt.key in summary and transfer.key in summary
+
+    # Repair the model and corrupt the finished run's metrics: a rerun redoes exactly the
+    # failed runs and the corrupted one, and leaves no failure behind.
+    from w2sray.data.tokenizer import build_synthetic_tokenizer
+    from w2sray.models import load_model
+
+    load_model("w2s-tiny-1", seed=0).backbone.save_pretrained(broken)
+    build_synthetic_tokenizer().save_pretrained(broken)
+    metrics = os.path.join(spec.storage, "runs", strong_gt.key, "metrics.json")
+    with open(metrics, "r+") as fh:
+        fh.truncate(10)
+    assert not store.is_complete(strong_gt.key)
+    again = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
+    assert sorted(again.done) == sorted([broken_gt.key, strong_gt.key, transfer.key])
+    assert again.failed == {} and again.skipped == []
+    assert all(store.is_complete(r.key) for r in plan.all_runs())
+    assert store.failures() == []
