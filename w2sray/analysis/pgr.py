@@ -128,6 +128,22 @@ def _wide(s: pd.Series, ladder: list[str], fill: float) -> pd.DataFrame:
     return wide
 
 
+def ladder_rows(results: pd.DataFrame, ladder: list[str], stacklevel: int = 2) -> pd.DataFrame:
+    """Keep only rows whose pair is weak-below-strong in ``ladder``; warn about the others."""
+    rank = {m: i for i, m in enumerate(ladder)}
+    wr, sr = results["weak"].map(rank), results["strong"].map(rank)
+    valid = wr.notna() & sr.notna() & (wr < sr)
+    if not valid.all():
+        bad = results.loc[~valid, ["weak", "strong"]].drop_duplicates()
+        pairs = ", ".join(f"{w}->{s}" for w, s in bad.itertuples(index=False))
+        warnings.warn(
+            f"ignoring {int((~valid).sum())} transfer rows whose pair is not weak<strong in "
+            f"the ladder {list(ladder)}: {pairs}",
+            stacklevel=stacklevel + 1,
+        )
+    return results.loc[valid]
+
+
 def pgr_matrices(results: pd.DataFrame, ladder: list[str], metric: str = "pgr") -> list[PGRMatrix]:
     """One :class:`PGRMatrix` per (dataset, variant), sorted by dataset then variant.
 
@@ -142,19 +158,7 @@ def pgr_matrices(results: pd.DataFrame, ladder: list[str], metric: str = "pgr") 
         return []
     if metric not in results.columns:
         results = add_pgr(results)
-    rank = {m: i for i, m in enumerate(ladder)}
-    wr = results["weak"].map(rank)
-    sr = results["strong"].map(rank)
-    valid = wr.notna() & sr.notna() & (wr < sr)
-    if not valid.all():
-        bad = results.loc[~valid, ["weak", "strong"]].drop_duplicates()
-        pairs = ", ".join(f"{w}->{s}" for w, s in bad.itertuples(index=False))
-        warnings.warn(
-            f"ignoring {int((~valid).sum())} transfer rows whose pair is not weak<strong in "
-            f"the ladder {ladder}: {pairs}",
-            stacklevel=2,
-        )
-    df = results.loc[valid]
+    df = ladder_rows(results, ladder, stacklevel=3)
     df = df.assign(**{metric: pd.to_numeric(df[metric], errors="coerce")})
 
     out: list[PGRMatrix] = []

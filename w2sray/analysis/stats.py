@@ -12,12 +12,11 @@ With very few seeds (the usual 2-5) a percentile bootstrap CI is narrower than i
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 
-from .pgr import add_pgr
+from .pgr import add_pgr, ladder_rows
 
 __all__ = [
     "BOOT_SEED",
@@ -103,18 +102,7 @@ def _ladder_rows(results: pd.DataFrame, ladder: list[str] | None) -> pd.DataFram
     # Same rule and warning as pgr_matrices: keep only weak-below-strong pairs of the ladder.
     if ladder is None or results.empty:
         return results
-    rank = {m: i for i, m in enumerate(ladder)}
-    wr, sr = results["weak"].map(rank), results["strong"].map(rank)
-    valid = wr.notna() & sr.notna() & (wr < sr)
-    if not valid.all():
-        bad = results.loc[~valid, ["weak", "strong"]].drop_duplicates()
-        pairs = ", ".join(f"{w}->{s}" for w, s in bad.itertuples(index=False))
-        warnings.warn(
-            f"ignoring {int((~valid).sum())} transfer rows whose pair is not weak<strong in "
-            f"the ladder {list(ladder)}: {pairs}",
-            stacklevel=3,
-        )
-    return results.loc[valid]
+    return ladder_rows(results, list(ladder), stacklevel=3)
 
 
 def _pair_key(ladder: list[str] | None):
