@@ -54,7 +54,9 @@ class Resources:
     gpus_per_worker: float = 0.0
     zero_stage: int = 1  # DeepSpeed ZeRO stage 0-3
     offload: bool = False  # ZeRO-Offload of optimizer state to CPU (stage >= 1)
-    max_failures: int = 0  # Ray Train restarts of a run from its last checkpoint
+    max_failures: int = 0  # Ray Train restarts of a run from its last checkpoint (-1: forever)
+    checkpoint_every: int = 0  # steps between checkpoints; 0: a quarter of the run if it may
+    # be restarted (max_failures != 0), else none
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,7 @@ def _check_resources(chk: _Checker, r: Resources, t: TrainSettings | None, where
     _range(chk, f"{where}.cpus_per_worker", r.cpus_per_worker, 0)
     _range(chk, f"{where}.gpus_per_worker", r.gpus_per_worker, 0)
     _range(chk, f"{where}.max_failures", r.max_failures, -1)
+    _range(chk, f"{where}.checkpoint_every", r.checkpoint_every, 0)
     if r.zero_stage not in (0, 1, 2, 3):
         chk.bad(f"{where}.zero_stage", f"must be 0, 1, 2 or 3, got {r.zero_stage!r}")
     if r.offload and r.zero_stage == 0:

@@ -114,12 +114,15 @@ def train_steps(
     device: torch.device,
     loss_name: str,
     loss_params: dict[str, Any],
+    start_step: int = 0,
+    on_step: Any = None,
 ) -> tuple[list[float], int]:
-    """The optimisation steps. Every worker walks the same global ``order``; worker ``rank``
-    takes its slice of each global batch. Returns per-step losses and this worker's tokens."""
+    """The optimisation steps from ``start_step``. Every worker walks the same global ``order``;
+    worker ``rank`` takes its slice of each global batch. ``on_step(step_done, losses, tokens)``
+    runs after each step (checkpoints). Returns per-step losses and this worker's tokens."""
     micro = batch_size // world
     losses, tokens = [], 0
-    for step in range(total_steps):
+    for step in range(start_step, total_steps):
         batch = order[step * batch_size : (step + 1) * batch_size]
         mine = batch[rank * micro : (rank + 1) * micro]
         ids, mask = enc.batch(mine, device)
@@ -131,6 +134,8 @@ def train_steps(
         engine.backward(loss)
         engine.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step + 1, losses, tokens)
     return losses, tokens
 
 
@@ -143,6 +148,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from w2sray.models import W2SClassifier, enable_gradient_checkpointing, load_model
+    from w2sray.train import checkpoint
     from w2sray.train.zero import deepspeed_config, resolve_bf16
 
     t_start = time.time()
@@ -213,11 +219,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         order.extend(rng.permutation(len(texts)).tolist())
     order_arr = np.asarray(order)
     target_t = torch.from_numpy(targets)
+    # Resume from Ray Train's last checkpoint if this is a restarted attempt of the run.
+    start_step, done_losses, done_tokens = checkpoint.restore(engine)
+    every = checkpoint.checkpoint_interval(
+        total_steps, res.get("checkpoint_every", 0), res.get("max_failures", 0)
+    )
+
+    def on_step(step: int, losses: list[float], tokens: int) -> None:
+        if every and step % every == 0 and step < total_steps:
+            checkpoint.save(engine, step, done_losses + losses, done_tokens + tokens, rank)
+
     t_train = time.time()
     losses, tokens = train_steps(
         engine, enc, target_t, order_arr, total_steps, train["batch_size"], rank, world, device,
-        run["loss"], run["loss_params"],
+        run["loss"], run["loss_params"], start_step, on_step,
     )  # fmt: skip
+    losses, tokens = done_losses + losses, done_tokens + tokens
     train_seconds = time.time() - t_train
 
     t_eval = time.time()
@@ -255,6 +272,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "truncated_train": enc.truncated,
         "truncated_test": test_enc.truncated,
         "workers": world,
+        "resumed_from_step": start_step,
         "zero_stage": res["zero_stage"],
         "params": n_params,
         "dtype": "bf16" if bf16 else "fp32",  # train.dtype as resolved on this device

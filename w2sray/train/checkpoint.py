@@ -1,0 +1,53 @@
+"""Mid-run checkpoints through Ray Train, so a run whose worker dies resumes where it was.
+
+Every rank calls DeepSpeed's save_checkpoint into its own local folder (DeepSpeed names each
+rank's shard files apart: ZeRO-3 saves every rank's weights and optimizer shard) and reports it
+with ray.train.report; Ray Train puts the folders of all ranks into one checkpoint in the run's
+storage. On a restart (FailureConfig.max_failures), ray.train.get_checkpoint() hands it back and
+every rank loads its shard. The data order is a pure function of the seed, so the step number
+is all the loop needs besides the engine state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+TAG = "w2sray"
+PROGRESS = "progress.json"
+
+
+def checkpoint_interval(total_steps: int, every: int, max_failures: int) -> int:
+    """Steps between checkpoints: ``every`` if set, else a quarter of the run when the run may
+    be restarted, else 0 (no checkpoints: they cost a save per interval)."""
+    if every > 0:
+        return every
+    return max(1, total_steps // 4) if max_failures != 0 else 0
+
+
+def save(engine: Any, step: int, losses: list[float], tokens: int, rank: int) -> None:
+    """Save this rank's engine state after ``step`` steps and report it to Ray Train."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save_checkpoint(tmp, tag=TAG)
+        if rank == 0:
+            with open(os.path.join(tmp, PROGRESS), "w") as fh:
+                json.dump({"step": step, "losses": losses, "tokens": tokens}, fh)
+        ray.train.report({"step": step}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def restore(engine: Any) -> tuple[int, list[float], int]:
+    """Load the last reported checkpoint into ``engine``, if any: (step, losses, tokens)."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return 0, [], 0
+    with ckpt.as_directory() as path:
+        engine.load_checkpoint(path, tag=TAG)
+        with open(os.path.join(path, PROGRESS)) as fh:
+            progress = json.load(fh)
+    return int(progress["step"]), list(progress["losses"]), int(progress["tokens"])
