@@ -17,3 +17,9 @@ def ray_cluster():
     ray.init(**local_init_kwargs(num_cpus=2))
     yield ray
     ray.shutdown()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests that use the shared Ray cluster last: several other tests assert that a
+    command did not start Ray, which they cannot see once the session cluster is up."""
+    items.sort(key=lambda item: "ray_cluster" in getattr(item, "fixturenames", ()))
