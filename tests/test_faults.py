@@ -1,8 +1,10 @@
-"""Faults with real processes: a training worker SIGKILLed mid-run resumes from its checkpoint."""
+"""Faults with real processes: a training worker SIGKILLed mid-run resumes from its checkpoint
+(ZeRO-3 over 2 workers: every rank's shard saved and loaded)."""
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import threading
@@ -16,6 +18,7 @@ from w2sray.runs import Plan, plan_sweep
 from w2sray.spec import load_spec
 from w2sray.store import Store
 from w2sray.sweep import execute
+from w2sray.train import checkpoint
 
 
 def _kill_worker_after_checkpoints(train_dir: str, found: dict, deadline: float) -> None:
@@ -33,7 +36,8 @@ def _kill_loop(train_dir: str, found: dict, deadline: float) -> None:
         if len(glob.glob(os.path.join(train_dir, "checkpoint_*"))) >= 3:
             time.sleep(1.0)
             # Only this test's cluster: its raylet, and so its workers, descend from this
-            # process. With one run in flight, the Train worker is the target run's.
+            # process. With one run in flight, the Train workers are the target run's: kill
+            # ONE of them (the others are torn down by Ray Train, as on a lost node).
             for proc in psutil.Process().children(recursive=True):
                 try:
                     cmdline = " ".join(proc.cmdline())
@@ -43,18 +47,40 @@ def _kill_loop(train_dir: str, found: dict, deadline: float) -> None:
                     os.kill(proc.pid, signal.SIGKILL)
                     found["killed_at"] = time.time()
                     found["pid"] = proc.pid
-            if "pid" in found:
-                return
+                    return
         time.sleep(0.05)
 
 
-def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tmp_path):
+def _checkpoint_at(train_dir: str, step: int) -> str:
+    """The Ray Train checkpoint folder that holds the state after ``step`` steps."""
+    for path in glob.glob(os.path.join(train_dir, "checkpoint_*")):
+        progress = os.path.join(path, checkpoint.progress_file(0))
+        if os.path.isfile(progress):
+            with open(progress) as fh:
+                if json.load(fh)["step"] == step:
+                    return path
+    raise AssertionError(f"no checkpoint of step {step} in {os.listdir(train_dir)}")
+
+
+def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path):
+    """ZeRO-3 over 2 workers: every rank saves its own shard of the weights and optimizer
+    state; one worker is SIGKILLed mid-run; Ray Train restarts the run from its last
+    checkpoint, every rank loads its shard, and the result equals an uninterrupted run's."""
+    workers = 2
     raw = {
         "name": "faults",
         "storage": str(tmp_path / "store"),
-        "datasets": [{"name": "synthetic", "n_gt": 4096, "n_weak": 256, "n_test": 200}],
-        # the first GT run (w2s-tiny-3, 128 steps) is the one that gets killed
-        "models": [{"name": "a", "source": "w2s-tiny-3"}, {"name": "b", "source": "w2s-tiny-1"}],
+        "datasets": [{"name": "synthetic", "n_gt": 2048, "n_weak": 256, "n_test": 200}],
+        # the first GT run (w2s-tiny-3, 64 steps, ZeRO-3 on 2 workers) is the one that gets
+        # killed; the others run on one worker, fast
+        "models": [
+            {
+                "name": "a",
+                "source": "w2s-tiny-3",
+                "resources": {"workers": workers, "zero_stage": 3},
+            },
+            {"name": "b", "source": "w2s-tiny-1"},
+        ],
         "methods": ["xent"],
         "seeds": [0],
         "train": {"epochs": 1, "batch_size": 32, "max_length": 24},
@@ -67,11 +93,13 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tmp_path):
     plan = plan_sweep(spec)
     target = plan.gt[0]
     assert target.model["name"] == "a"
+    assert (target.resources["workers"], target.resources["zero_stage"]) == (workers, 3)
     store = Store(spec.storage)
+    train_dir = os.path.join(spec.storage, "ray", "train", target.key)
     found: dict = {}
     killer = threading.Thread(
         target=_kill_worker_after_checkpoints,
-        args=(os.path.join(spec.storage, "ray", "train", target.key), found, time.time() + 600),
+        args=(train_dir, found, time.time() + 600),
         daemon=True,
     )
     killer.start()
@@ -86,16 +114,28 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_cluster, tmp_path):
     assert outcome.failed == {}
     assert all(store.is_complete(r.key) for r in plan.all_runs())
     m = store.read_json(target.key, "metrics.json")
-    assert m["steps"] == 128
-    assert 4 <= m["resumed_from_step"] < 128 and m["resumed_from_step"] % 4 == 0
+    assert (m["steps"], m["workers"], m["zero_stage"]) == (64, workers, 3)
+    assert 4 <= m["resumed_from_step"] < 64 and m["resumed_from_step"] % 4 == 0
+    # The checkpoint resumed from holds every rank's ZeRO-3 shard: model states (its part of
+    # the partitioned weights) and optimizer states, one file pair per rank.
+    ckpt = os.path.join(_checkpoint_at(train_dir, m["resumed_from_step"]), checkpoint.TAG)
+    names = set(os.listdir(ckpt))
+    for rank in range(workers):
+        assert f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in names, sorted(names)
+        assert f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in names, sorted(names)
+    assert not any(f"zero_pp_rank_{workers}_" in n for n in names), sorted(names)
     # Resuming restored everything (weights, optimizer, lr schedule, position in the data):
-    # the run's predictions equal an uninterrupted run's (CPU, no dropout: deterministic).
+    # the run's predictions equal an uninterrupted run's (CPU, no dropout, gloo's 2-rank
+    # reductions in a fixed order: deterministic).
     clean = Store(str(tmp_path / "clean"))
     assert execute(spec, Plan(gt=(target,), transfer=()), clean, printer=lambda s: None).done
     resumed = store.read_parquet(target.key, "test_predictions.parquet")
     uninterrupted = clean.read_parquet(target.key, "test_predictions.parquet")
-    assert np.allclose(resumed["p1"], uninterrupted["p1"], atol=1e-5)
+    found["max_abs_diff"] = float(np.max(np.abs(resumed["p1"] - uninterrupted["p1"])))
+    assert np.allclose(resumed["p1"], uninterrupted["p1"], atol=1e-5), found
     assert m["acc"] == clean.read_json(target.key, "metrics.json")["acc"]
+    assert m["train_loss"] == clean.read_json(target.key, "metrics.json")["train_loss"]
+    print(f"resumed from step {m['resumed_from_step']}; {found}")
     # the other runs never restarted
     for run in plan.all_runs():
         if run.key != target.key:

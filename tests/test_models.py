@@ -323,3 +323,20 @@ def test_resolve_file_not_dir(tmp_path):
 def test_resolve_saved_checkpoints(gpt2_dir, bert_dir):
     assert resolve_model_source(str(gpt2_dir)) is None
     assert resolve_model_source(str(bert_dir)) is None
+
+
+def test_generative_loads_the_causal_lm_around_the_checkpoint(gpt2_dir):
+    """lm_head=True (generative fine-tuning) loads AutoModelForCausalLM; its base model holds the
+    same checkpoint weights the classifier would load, and the LM head is tied to them."""
+    loaded = load_model(str(gpt2_dir), seed=0, lm_head=True)
+    assert loaded.lm is not None and loaded.lm.base_model is loaded.backbone
+    plain = load_model(str(gpt2_dir), seed=0).backbone.state_dict()
+    got = loaded.backbone.state_dict()
+    assert got.keys() == plain.keys()
+    assert all(torch.equal(got[k], plain[k]) for k in plain)
+    assert loaded.lm.get_output_embeddings().weight is loaded.backbone.wte.weight
+
+
+def test_encoders_refuse_generative_finetuning(bert_dir):
+    with pytest.raises(ValueError, match="generative fine-tuning needs a causal LM"):
+        load_model(str(bert_dir), seed=0, lm_head=True)

@@ -112,9 +112,30 @@ def cmd_plan(args: argparse.Namespace) -> int:
         f"(= {len(spec.datasets)} datasets x {len(spec.models)} models x {len(spec.seeds)} seeds),"
         f" {len(plan.transfer)} transfers; {counts['done']} done, {counts['todo']} to run"
     )
+    for search in plan.searches:
+        b, record = search.base, store.read_search(search.key)
+        state = f"done, chose {record['best']}" if record else "todo"
+        print(
+            f"search {search.key}: {b.method} {b.weak_model}->{b.model['name']} seed {b.seed}: "
+            f"{search.num_samples} TPE trials on {search.metric} over {sorted(search.space)}, "
+            f"then the best trained on all of split B: {state}"
+        )
+    from_table = [(m.name, spec.table_train(m)) for m in spec.models]
+    if any(values for _, values in from_table):
+        print(
+            "\ntraining settings taken from the defaults table (w2sray/models/defaults.py), "
+            "where the spec sets none:"
+        )
+        for name, values in from_table:
+            if values:
+                print(f"  {name}: " + " ".join(f"{k}={_fmt_value(v)}" for k, v in values.items()))
     if args.gpu_mem is not None:
         _print_resource_plan(spec, args.gpu_mem, args.gpus_per_node, args.max_nodes)
     return 0
+
+
+def _fmt_value(v: object) -> str:
+    return str(v).lower() if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _fmt_bytes(n: float) -> str:
@@ -216,7 +237,7 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
     if ckpt_recommended:
         print(
             f"note: the defaults table recommends gradient checkpointing for "
-            f"{', '.join(ckpt_recommended)}; the spec leaves it off (the estimates too): set "
+            f"{', '.join(ckpt_recommended)}; the spec turns it off (the estimates too): set "
             "train: {gradient_checkpointing: true} for them to save activation memory"
         )
 
@@ -230,7 +251,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store(spec.storage)
     print(
         f"sweep {spec.name}: {len(plan.gt)} ground-truth runs, {len(plan.transfer)} transfer runs"
-        f" -> {spec.storage}",
+        f", {len(plan.searches)} searches -> {spec.storage}",
         flush=True,
     )
     out = execute(spec, plan, store, address=args.address, printer=lambda s: print(s, flush=True))

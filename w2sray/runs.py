@@ -10,31 +10,36 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from w2sray.spec import SweepSpec, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
-RESULT_VERSION = 1
+RESULT_VERSION = 2  # 2: every non-search run also writes its split-B predictions
 
 GT_METHOD = "ground_truth"
 
 
 @dataclass(frozen=True)
 class Run:
-    kind: str  # "gt": train on split A with ground truth; "transfer": split B, weak labels
+    kind: str  # "gt": split A, ground truth; "transfer": split B, weak labels; "search": a trial
     dataset: dict[str, Any]
     model: dict[str, Any]  # name, source, revision, pooling, trust_remote_code
     loss: str
     loss_params: dict[str, Any]
     train: dict[str, Any]
     seed: int
-    upstream: tuple[str, ...] = ()  # transfer: the weak model's GT run
+    upstream: tuple[str, ...] = ()  # the run whose split-B predictions are the training labels
+    generative: dict[str, Any] = field(default_factory=dict)  # LM fine-tuning first (if set)
+    val_frac: float = 0.0  # search trials: share of split B held out for validation
     # Not part of the key:
     method: str = GT_METHOD
     weak_model: str | None = None
+    weak_key: str | None = None  # the weak model's GT run (a chain's first rung); default upstream
     ceiling_key: str | None = None
+    depth: int = 0  # stage: 0 GT, 1 direct transfer, k: the k-th step of a bootstrapping chain
+    label: str | None = None  # display label overriding ``variant`` (searched methods)
     resources: dict[str, Any] = field(default_factory=dict)
 
     def content(self) -> dict[str, Any]:
@@ -43,7 +48,7 @@ class Run:
         if "sha256" in dataset:  # a local file: keyed by its bytes, not where it lies
             params = {k: v for k, v in dataset["params"].items() if k != "path"}
             dataset = {**dataset, "params": params}
-        return {
+        content = {
             "version": RESULT_VERSION,
             "kind": self.kind,
             "dataset": dataset,
@@ -54,6 +59,12 @@ class Run:
             "seed": self.seed,
             "upstream": list(self.upstream),
         }
+        # Only when used, so adding these features left every other run's key as it was.
+        if self.generative:
+            content["generative"] = self.generative
+        if self.val_frac:
+            content["val_frac"] = self.val_frac
+        return content
 
     @property
     def key(self) -> str:
@@ -63,27 +74,36 @@ class Run:
     @property
     def variant(self) -> str:
         """Display label of the method and its hyper-parameters."""
+        if self.label:
+            return self.label
         if not self.loss_params:
             return self.method
         inner = ",".join(f"{k}={v}" for k, v in sorted(self.loss_params.items()))
         return f"{self.method}({inner})"
 
-    def describe(self) -> dict[str, Any]:
-        """The manifest row: what the report needs to place this run."""
+    def describe(self, role: str = "result") -> dict[str, Any]:
+        """The manifest row: what the report needs to place this run. ``role`` is "result" for
+        a run the report shows, "step" for a bootstrapping chain's intermediate run."""
         return {
             "key": self.key,
             "kind": self.kind,
+            "role": role,
             "dataset": self.dataset["name"],
             "model": self.model["name"],
             "weak": self.weak_model,
             "method": self.method,
             "loss": self.loss,
-            "hparams": canonical_json(self.loss_params),
+            "hparams": canonical_json({**self.loss_params, **self._searched_lr()}),
             "variant": self.variant,
             "seed": self.seed,
-            "weak_key": self.upstream[0] if self.upstream else None,
+            "generative": bool(self.generative),
+            "depth": self.depth,
+            "weak_key": self.weak_key or (self.upstream[0] if self.upstream else None),
             "ceiling_key": self.ceiling_key,
         }
+
+    def _searched_lr(self) -> dict[str, Any]:
+        return {"lr": self.train["lr"]} if self.label and "search" in self.label else {}
 
     def to_config(self) -> dict[str, Any]:
         """Everything a worker needs to train this run (written as config.json)."""
@@ -117,30 +137,119 @@ def _model_dict(m: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Search:
+    """An Optuna search for one (dataset, seed, weak -> strong pair, method): its trials are
+    ``search`` runs built from ``base`` with sampled values; the best is trained as a transfer."""
+
+    base: Run  # a transfer run with the method's fixed parameters
+    space: dict[str, Any]  # param -> (low, high, log)
+    num_samples: int
+    max_concurrent: int
+    seed: int
+    metric: str  # weak_val | gt_val
+    val_frac: float
+
+    @property
+    def key(self) -> str:
+        content = {
+            "base": self.base.content(),
+            "space": self.space,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "metric": self.metric,
+            "val_frac": self.val_frac,
+        }
+        return "search-" + hashlib.sha256(canonical_json(content).encode()).hexdigest()[:20]
+
+    @property
+    def label(self) -> str:
+        return f"{self.base.method}[search:{self.metric}]"
+
+    def _with(self, values: dict[str, Any], **kw: Any) -> Run:
+        params = {**self.base.loss_params, **{k: float(v) for k, v in values.items() if k != "lr"}}
+        train = {**self.base.train, **({"lr": float(values["lr"])} if "lr" in values else {})}
+        return replace(self.base, loss_params=params, train=train, **kw)
+
+    def trial_run(self, values: dict[str, Any]) -> Run:
+        """A trial: trains on split B minus the validation part, scored there, never on test."""
+        return self._with(values, kind="search", val_frac=self.val_frac, depth=1)
+
+    def final_run(self, best: dict[str, Any]) -> Run:
+        """The best setting trained on the whole of split B and evaluated on test."""
+        return self._with(best, label=self.label, depth=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "method": self.base.method,
+            "metric": self.metric,
+            "dataset": self.base.dataset["name"],
+            "weak": self.base.weak_model,
+            "strong": self.base.model["name"],
+            "seed": self.base.seed,
+            "num_samples": self.num_samples,
+        }
+
+
+@dataclass(frozen=True)
 class Plan:
-    """The runs of a sweep by stage: stage 0 trains every model on ground truth, stage 1 every
-    weak -> strong transfer (which needs its weak model's GT run)."""
+    """The runs of a sweep. ``gt`` trains every model on ground truth; ``transfer`` holds every
+    weak-label run: direct transfers (depth 1) and bootstrapping steps (depth k needs k-1).
+    ``searches`` add their trials and selected runs while the sweep executes. ``rows`` place the
+    runs in the report (None: one row per run)."""
 
     gt: tuple[Run, ...]
     transfer: tuple[Run, ...]
+    searches: tuple[Search, ...] = ()
+    rows: tuple[dict[str, Any], ...] | None = None
 
     @property
     def stages(self) -> list[tuple[str, tuple[Run, ...]]]:
-        return [("gt", self.gt), ("transfer", self.transfer)]
+        out: list[tuple[str, tuple[Run, ...]]] = [("gt", self.gt)]
+        for depth in sorted({max(1, r.depth) for r in self.transfer}):
+            runs = tuple(r for r in self.transfer if max(1, r.depth) == depth)
+            out.append(("transfer" if depth == 1 else f"chain-{depth}", runs))
+        return out
 
     def all_runs(self) -> list[Run]:
         return [*self.gt, *self.transfer]
 
+    def manifest_rows(self) -> list[dict[str, Any]]:
+        if self.rows is None:
+            return [r.describe() for r in self.all_runs()]
+        return list(self.rows)
+
+
+def _pairs(method: Any, ladder: list[str]) -> list[list[str]]:
+    """The ladder paths a method trains: [weak, strong] pairs, or bootstrapping chains."""
+    if method.chains:
+        return [list(c) for c in method.chains]
+    pairs = [[w, s] for i, w in enumerate(ladder) for s in ladder[i + 1 :]]
+    if method.pairs:
+        wanted = {tuple(p) for p in method.pairs}
+        pairs = [p for p in pairs if tuple(p) in wanted]
+    if method.bootstrap:  # through every rung in between; pairs with none have no chain
+        paths = [ladder[ladder.index(w) : ladder.index(s) + 1] for w, s in pairs]
+        return [p for p in paths if len(p) >= 3]
+    return pairs
+
 
 def plan_sweep(spec: SweepSpec) -> Plan:
-    """Expand a spec into content-keyed runs (deduplicated by key)."""
+    """Expand a spec into content-keyed runs (deduplicated by key) and their report rows."""
+    from w2sray.spec import search_bounds
+
+    models = {m.name: m for m in spec.models}
+    ladder = [m.name for m in spec.models]
     gt: dict[tuple[str, str, int], Run] = {}
     transfers: dict[str, Run] = {}
+    searches: dict[str, Search] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    steps: dict[str, Run] = {}
     for ds in spec.datasets:
         ds_dict = _dataset_dict(ds)
         for seed in spec.seeds:
             for m in spec.models:
-                gt[(ds.name, m.name, seed)] = Run(
+                run = Run(
                     kind="gt",
                     dataset=ds_dict,
                     model=_model_dict(m),
@@ -150,35 +259,71 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                     seed=seed,
                     resources=asdict(spec.resources_for(m)),
                 )
-            for i, weak in enumerate(spec.models):
-                for strong in spec.models[i + 1 :]:
-                    for method in spec.methods:
-                        for params in method.variants():
+                gt[(ds.name, m.name, seed)] = run
+                rows.setdefault((run.key, GT_METHOD), run.describe())
+            for method in spec.methods:
+                gen = asdict(method.generative) if method.generative else {}
+                for path in _pairs(method, ladder):
+                    weak, strong = path[0], path[-1]
+                    weak_key = gt[(ds.name, weak, seed)].key
+                    for params in method.variants():
+                        prev = weak_key
+                        for depth, name in enumerate(path[1:], start=1):
                             run = Run(
                                 kind="transfer",
                                 dataset=ds_dict,
-                                model=_model_dict(strong),
+                                model=_model_dict(models[name]),
                                 loss=method.loss,
                                 loss_params=params,
-                                train=asdict(spec.train_for(strong)),
+                                train=asdict(spec.train_for(models[name])),
                                 seed=seed,
-                                upstream=(gt[(ds.name, weak.name, seed)].key,),
+                                upstream=(prev,),
+                                generative=gen,
                                 method=method.name,
-                                weak_model=weak.name,
-                                ceiling_key=gt[(ds.name, strong.name, seed)].key,
-                                resources=asdict(spec.resources_for(strong)),
+                                weak_model=weak if name == strong else path[depth - 1],
+                                weak_key=weak_key if name == strong else None,
+                                ceiling_key=gt[(ds.name, name, seed)].key,
+                                depth=depth,
+                                resources=asdict(spec.resources_for(models[name])),
                             )
+                            prev = run.key
+                            if method.search is not None:
+                                break  # searched below, once the trials have run
                             transfers.setdefault(run.key, run)
+                            if name != strong:
+                                steps.setdefault(run.key, run)
+                            else:
+                                rows.setdefault((run.key, method.name), run.describe())
+                        if method.search is not None:
+                            s = method.search
+                            space = {k: search_bounds(v) for k, v in sorted(s.space.items())}
+                            found = Search(
+                                run, space, s.num_samples, s.max_concurrent, s.seed, s.metric,
+                                s.val_frac,
+                            )  # fmt: skip
+                            searches.setdefault(found.key, found)
+    placed = {key for key, _ in rows}
+    for key, run in steps.items():
+        if key not in placed:  # an intermediate rung no method reports as its own result
+            rows[(key, run.method)] = run.describe(role="step")
     unique_gt = {r.key: r for r in gt.values()}
-    return Plan(gt=tuple(unique_gt.values()), transfer=tuple(transfers.values()))
+    return Plan(
+        gt=tuple(unique_gt.values()),
+        transfer=tuple(transfers.values()),
+        searches=tuple(searches.values()),
+        rows=tuple(rows.values()),
+    )
 
 
-def manifest(spec: SweepSpec, plan: Plan) -> dict[str, Any]:
-    """The sweep manifest stored beside the runs: ladder order and every run's place."""
+def manifest(spec: SweepSpec, plan: Plan, selected: list[Run] | None = None) -> dict[str, Any]:
+    """The sweep manifest stored beside the runs: ladder order, every run's place in the
+    report, the searches and (once they ran) the runs they selected."""
+    rows = plan.manifest_rows() + [r.describe() for r in selected or []]
     return {
         "name": spec.name,
         "spec_path": spec.source_path,
         "ladder": [m.name for m in spec.models],
         "datasets": [d.name for d in spec.datasets],
-        "runs": [r.describe() for r in plan.all_runs()],
+        "runs": rows,
+        "searches": [s.describe() for s in plan.searches],
     }

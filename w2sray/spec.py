@@ -85,12 +85,52 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class GenerativeSpec:
+    """Generative fine-tuning before the weak-to-strong step: the student first trains with its
+    language-modelling objective on the texts of split B (no labels), then on the weak labels."""
+
+    epochs: float = 1.0  # passes over split B's texts
+    lr: float | None = None  # None: the run's train.lr
+
+
+SEARCH_METRICS = ("weak_val", "gt_val")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """An Optuna TPE search per weak -> strong pair over the method's hyper-parameters.
+
+    Trials train on split B minus a held-out validation part and are scored there: against the
+    weak labels (``weak_val``, the honest default: no ground truth in model selection) or the
+    ground truth (``gt_val``, marked in every table). Never on the test split. The best setting
+    is then trained on the whole of split B and evaluated on test like any other run.
+    """
+
+    space: dict[str, Any] = field(default_factory=dict)  # param -> [low, high] or {low, high, log}
+    num_samples: int = 8  # trials per pair
+    max_concurrent: int = 2  # trials in flight at once (TPE learns from finished ones)
+    seed: int = 0  # the TPE sampler's seed
+    metric: str = "weak_val"  # weak_val | gt_val
+    val_frac: float = 0.2  # share of split B held out for validation
+
+
+@dataclass(frozen=True)
 class MethodSpec:
-    """A weak-to-strong training method: a loss and its hyper-parameter grid."""
+    """A weak-to-strong training method: a loss, its hyper-parameter grid, and optionally
+    bootstrapping, generative fine-tuning or an Optuna search (see docs in README)."""
 
     name: str
     loss: str
     params: dict[str, Any] = field(default_factory=dict)  # scalar or list (= grid axis)
+    # Restrict the method to these [weak, strong] pairs (default: every pair of the ladder).
+    pairs: list[Any] = field(default_factory=list)
+    # Bootstrapping: reach the strong model through every ladder model between it and the weak
+    # one (weak -> m1 -> ... -> strong), each step trained on the previous step's labels.
+    bootstrap: bool = False
+    # Explicit chains instead, e.g. [[tiny-1, tiny-2, tiny-4]]: each is one bootstrapped pair.
+    chains: list[Any] = field(default_factory=list)
+    generative: GenerativeSpec | None = None
+    search: SearchSpec | None = None
 
     def variants(self) -> list[dict[str, Any]]:
         """The grid of hyper-parameter settings this method expands to (sorted keys)."""
@@ -113,12 +153,33 @@ class SweepSpec:
     resources: Resources = Resources()
     max_concurrent_trials: int | None = None  # None: derived from cluster resources
     source_path: str = ""
+    # The fields the spec's top-level ``train:`` writes (parse_spec fills it). The others take
+    # each model's defaults-table values (w2sray/models/defaults.py). None, for a spec built in
+    # code: every field of ``train`` counts as written, the table is not used.
+    train_written: frozenset[str] | None = None
+
+    def table_train(self, model: ModelSpec) -> dict[str, Any]:
+        """The defaults table's training values that ``model`` takes: its source's entry, less
+        what the top-level ``train:`` or the model's own ``train:`` writes."""
+        if self.train_written is None:
+            return {}
+        return _table_train(model, self.train_written)
 
     def train_for(self, model: ModelSpec) -> TrainSettings:
-        return replace(self.train, **model.train)
+        """TrainSettings defaults < defaults table < top-level ``train:`` < model ``train:``."""
+        return replace(self.train, **self.table_train(model), **model.train)
 
     def resources_for(self, model: ModelSpec) -> Resources:
+        """Resources defaults < top-level ``resources:`` < model ``resources:`` (the defaults
+        table has no resources: see w2sray/models/defaults.py)."""
         return replace(self.resources, **model.resources)
+
+
+def _table_train(model: ModelSpec, written: frozenset[str]) -> dict[str, Any]:
+    from w2sray.models.defaults import spec_train_defaults
+
+    table = spec_train_defaults(model.source)
+    return {k: v for k, v in table.items() if k not in written and k not in model.train}
 
 
 def canonical_json(obj: Any) -> str:
@@ -179,9 +240,7 @@ class _Checker:
 
     def check_type(self, value: Any, annotation: Any, where: str) -> bool:
         ann = str(annotation)
-        if ann.startswith("int") and "None" in ann and value is None:
-            return True
-        if ann.startswith("str") and "None" in ann and value is None:
+        if "None" in ann and value is None:
             return True
         want = ann.split(" ")[0].split("[")[0]
         checks = {
@@ -190,6 +249,7 @@ class _Checker:
             "str": lambda v: isinstance(v, str),
             "bool": lambda v: isinstance(v, bool),
             "dict": lambda v: isinstance(v, dict),
+            "list": lambda v: isinstance(v, list),
         }
         check = checks.get(want)
         if check is None or check(value):
@@ -307,6 +367,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
     train_raw = chk.mapping(top.get("train"), "train")
     train = chk.dataclass_from(TrainSettings, train_raw or {}, "train") or TrainSettings()
     _check_train(chk, train, "train")
+    train_written = frozenset(train_raw or ()) & {f.name for f in fields(TrainSettings)}
     res_raw = chk.mapping(top.get("resources"), "resources")
     resources = chk.dataclass_from(Resources, res_raw or {}, "resources") or Resources()
     _check_resources(chk, resources, train, "resources")
@@ -362,7 +423,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         sub_t = chk.dataclass_from(TrainSettings, model.train, f"{where}.train")
         sub_r = chk.dataclass_from(Resources, model.resources, f"{where}.resources")
         if sub_t is not None and sub_r is not None:
-            mt = replace(train, **model.train)
+            mt = replace(train, **_table_train(model, train_written), **model.train)
             _check_train(chk, mt, f"{where}.train")
             _check_resources(chk, replace(resources, **model.resources), mt, f"{where}.resources")
         models.append(model)
@@ -396,6 +457,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         for variant in method.variants():
             for p in validate_loss_params(method.loss, variant):
                 chk.bad(f"{where}.params", p)
+        method = _check_method_extras(chk, method, [mo.name for mo in models], where)
         methods.append(method)
     _no_dupes(chk, "methods", [m.name for m in methods])
 
@@ -431,6 +493,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         resources=resources,
         max_concurrent_trials=mct,
         source_path=path,
+        train_written=train_written,
     )
 
 
@@ -440,3 +503,112 @@ def _no_dupes(chk: _Checker, where: str, names: list[str]) -> None:
         if n in seen:
             chk.bad(f"{where}[{i}].name", f"duplicate name {n!r}")
         seen.add(n)
+
+
+def _check_method_extras(
+    chk: _Checker, method: MethodSpec, ladder: list[str], where: str
+) -> MethodSpec:
+    """Validate a method's pairs, bootstrapping chains, generative and search settings, and
+    turn the raw generative/search mappings into their dataclasses."""
+    rank = {name: i for i, name in enumerate(ladder)}
+
+    def names_ok(seq: Any, at: str, min_len: int) -> bool:
+        if not isinstance(seq, list) or len(seq) < min_len:
+            chk.bad(at, f"must be a list of at least {min_len} model names, got {seq!r}")
+            return False
+        unknown = [n for n in seq if n not in rank]
+        if unknown:
+            chk.bad(at, f"unknown model(s) {unknown} (ladder: {', '.join(ladder)})")
+            return False
+        if any(rank[a] >= rank[b] for a, b in itertools.pairwise(seq)):
+            chk.bad(at, f"models must follow the ladder order, weakest first: got {seq}")
+            return False
+        return True
+
+    for j, pair in enumerate(method.pairs):
+        if names_ok(pair, f"{where}.pairs[{j}]", 2) and len(pair) != 2:
+            chk.bad(f"{where}.pairs[{j}]", f"a pair is [weak, strong], got {pair}")
+    for j, chain in enumerate(method.chains):
+        names_ok(chain, f"{where}.chains[{j}]", 3)
+
+    gen = method.generative
+    if gen is True:
+        gen = GenerativeSpec()
+    elif gen is False or gen is None:
+        gen = None
+    elif isinstance(gen, dict):
+        gen = chk.dataclass_from(GenerativeSpec, gen, f"{where}.generative")
+        if gen is not None:
+            if gen.epochs <= 0:
+                chk.bad(f"{where}.generative.epochs", f"must be > 0, got {gen.epochs!r}")
+            if gen.lr is not None and gen.lr <= 0:
+                chk.bad(f"{where}.generative.lr", f"must be > 0, got {gen.lr!r}")
+    else:
+        chk.bad(f"{where}.generative", f"must be true, false or a mapping, got {gen!r}")
+        gen = None
+
+    search = method.search
+    if search is not None:
+        if not isinstance(search, dict):
+            chk.bad(f"{where}.search", f"must be a mapping, got {search!r}")
+            search = None
+        else:
+            search = chk.dataclass_from(SearchSpec, search, f"{where}.search")
+    if search is not None:
+        _check_search(chk, search, method, f"{where}.search")
+    return replace(method, generative=gen, search=search)
+
+
+def _check_search(chk: _Checker, search: SearchSpec, method: MethodSpec, where: str) -> None:
+    from w2sray.losses import LOSSES, validate_loss_params
+
+    if search.metric not in SEARCH_METRICS:
+        msg = f"must be weak_val or gt_val (never test): got {search.metric!r}"
+        chk.bad(f"{where}.metric", msg)
+    _range(chk, f"{where}.num_samples", search.num_samples, 1)
+    _range(chk, f"{where}.max_concurrent", search.max_concurrent, 1)
+    if not 0 < search.val_frac < 0.9:
+        chk.bad(f"{where}.val_frac", f"must be in (0, 0.9), got {search.val_frac!r}")
+    if method.bootstrap or method.chains:
+        chk.bad(where, "a search cannot be combined with bootstrap/chains in one method")
+    if not search.space:
+        chk.bad(f"{where}.space", "required: the hyper-parameters to search and their ranges")
+    accepted = set(LOSSES[method.loss].defaults) | {"lr"}
+    for key, rng in search.space.items():
+        at = f"{where}.space.{key}"
+        if key not in accepted:
+            chk.bad(at, f"not a parameter of loss {method.loss!r} nor lr ({sorted(accepted)})")
+            continue
+        if isinstance(method.params.get(key), list):
+            chk.bad(at, "also a grid axis in params: search it or grid it, not both")
+        low, high, log = _search_bounds(rng)
+        if low is None:
+            chk.bad(at, f"must be [low, high] or {{low, high, log}}, got {rng!r}")
+            continue
+        if not low < high:
+            chk.bad(at, f"low must be below high, got [{low}, {high}]")
+        if log and low <= 0:
+            chk.bad(at, f"a log range needs low > 0, got {low}")
+        if key != "lr":
+            for bound in (low, high):
+                for p in validate_loss_params(method.loss, {key: bound}):
+                    chk.bad(at, p)
+        elif low <= 0:
+            chk.bad(at, f"lr must be > 0, got low {low}")
+
+
+def _search_bounds(rng: Any) -> tuple[float | None, float | None, bool]:
+    """(low, high, log) of a search range written as [low, high] or {low, high, log}."""
+    if isinstance(rng, list) and len(rng) == 2:
+        low, high, log = rng[0], rng[1], False
+    elif isinstance(rng, dict) and set(rng) <= {"low", "high", "log"}:
+        low, high, log = rng.get("low"), rng.get("high"), bool(rng.get("log", False))
+    else:
+        return None, None, False
+    low, high = _coerce(low, "float"), _coerce(high, "float")
+    if not all(isinstance(v, float) for v in (low, high)):
+        return None, None, False
+    return low, high, log
+
+
+search_bounds = _search_bounds

@@ -147,6 +147,10 @@ class Store:
         self.clear_failure(key)
         return True
 
+    def exists(self, key: str, name: str) -> bool:
+        """Whether run ``key`` has a file ``name`` (complete or not)."""
+        return self._exists(self.path("runs", key, name))
+
     def read_json(self, key: str, name: str) -> Any:
         return json.loads(self._read_bytes(posixpath.join(self.run_dir(key), name)))
 
@@ -189,6 +193,15 @@ class Store:
     # -- sweep manifests -----------------------------------------------------------------------
     def write_manifest(self, name: str, manifest: dict[str, Any]) -> None:
         self._write_json_atomic(self.path("sweeps", f"{name}.json"), manifest)
+
+    def write_search(self, key: str, record: dict[str, Any]) -> None:
+        """An Optuna search's trials and chosen setting (searches/<key>.json), so a rerun uses
+        the same choice instead of searching again."""
+        self._write_json_atomic(self.path("searches", f"{key}.json"), record)
+
+    def read_search(self, key: str) -> dict[str, Any] | None:
+        path = self.path("searches", f"{key}.json")
+        return json.loads(self._read_bytes(path)) if self._exists(path) else None
 
     def manifests(self) -> list[dict[str, Any]]:
         sel = pafs.FileSelector(self.path("sweeps"), allow_not_found=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from w2sray.runs import Plan, Run, manifest
+from w2sray.runs import Plan, Run, Search, manifest
 from w2sray.spec import SweepSpec
 from w2sray.store import Store
 
@@ -28,12 +28,13 @@ class Outcome:
     done: list[str] = field(default_factory=list)  # trained in this invocation
     skipped: list[str] = field(default_factory=list)  # already complete in the store
     failed: dict[str, str] = field(default_factory=dict)  # key -> first line of the error
+    searched: list[str] = field(default_factory=list)  # searches run or reused
     wall_seconds: float = 0.0
 
 
-# Ray Train settings for a cluster that w2sray starts itself (a laptop or a CI box): no spot
-# preemption to watch for (one process less per run) and a faster controller poll (runs are
-# short, so the default 2 s poll shows up in every run's wall time).
+# Ray Train settings for every cluster w2sray runs on: no preemption watcher (one actor less per
+# run; a preempted node's run still restarts from its checkpoint through FailureConfig) and a
+# faster controller poll (short runs otherwise wait out the default 2 s poll).
 LOCAL_TRAIN_ENV = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
@@ -50,6 +51,9 @@ LOCAL_TRAIN_ENV = {
 def local_init_kwargs(num_cpus: int | None = None) -> dict[str, Any]:
     """ray.init arguments for a local cluster: CPUs, the driver resource, quiet logging."""
     return dict(
+        # "local": always a new cluster; a bare ray.init() would join any cluster that
+        # `ray start` left on this machine (/tmp/ray/ray_current_cluster).
+        address="local",
         num_cpus=num_cpus or os.cpu_count(),
         resources={DRIVER_RESOURCE: 10_000},
         include_dashboard=False,
@@ -66,7 +70,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        # The same Train settings on a cluster w2sray joins (`ray start`, launcher, KubeRay,
+        # `ray job submit`): with Train's defaults, a run's worker group never started there
+        # from inside a trial whose driver holds no CPU (tests/test_cluster_job.py). Ray merges
+        # these with a submitted job's own runtime_env.
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            runtime_env={"env_vars": dict(LOCAL_TRAIN_ENV)},
+        )
     else:
         ray.init(**local_init_kwargs(num_cpus))
 
@@ -91,8 +103,12 @@ def concurrency(runs: list[Run], cluster: dict[str, float], cap: int | None) -> 
     return max(1, n)
 
 
-def _trial(config: dict[str, Any], runs: dict[str, Run], store_uri: str) -> dict[str, Any]:
-    """Tune function trainable: train one run through a TorchTrainer, unless already stored."""
+def _trial(
+    config: dict[str, Any], runs: dict[str, Run], store_uri: str, report_train: bool = True
+) -> dict[str, Any]:
+    """Tune function trainable: train one run through a TorchTrainer, unless already stored.
+    ``report_train`` forwards the Train run's own reports to Tune as they come (a search trial
+    reports once, at the end, with the objective its searcher needs in every result)."""
     from w2sray.train.trainer import build_trainer
 
     key = config["run_key"]
@@ -101,7 +117,7 @@ def _trial(config: dict[str, Any], runs: dict[str, Run], store_uri: str) -> dict
         run = runs[key]
         t_fit = time.time()
         try:
-            build_trainer(run, store).fit()
+            build_trainer(run, store, in_tune=report_train).fit()
             if not store.is_complete(key):
                 raise RuntimeError(f"run {key} finished without complete artifacts")
         except Exception as exc:
@@ -162,6 +178,19 @@ def _progress_callback(progress: _Progress) -> Any:
     return Callback()
 
 
+def _run_config(experiment: str, store: Store, progress: _Progress) -> Any:
+    """Tune's RunConfig of a stage: its state in the store, a failing trial failing alone."""
+    from ray import tune
+
+    return tune.RunConfig(
+        name=experiment,
+        storage_path=store.ray_storage_path(),
+        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        callbacks=[_progress_callback(progress)],
+        verbose=0,
+    )
+
+
 def run_stage(
     name: str,
     runs: list[Run],
@@ -189,13 +218,7 @@ def run_stage(
         trainable,
         param_space={"run_key": tune.grid_search([r.key for r in runs])},
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=f"{spec.name}-{name}",
-            storage_path=store.ray_storage_path(),
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            callbacks=[_progress_callback(progress)],
-            verbose=0,
-        ),
+        run_config=_run_config(f"{spec.name}-{name}", store, progress),
     )
     grid = tuner.fit()
     failed: dict[str, str] = {}
@@ -209,6 +232,90 @@ def run_stage(
     return failed
 
 
+def _search_trial(
+    config: dict[str, Any], searches: dict[str, Search], store_uri: str
+) -> dict[str, Any]:
+    """Tune function trainable of the search stage: one trial is one content-keyed ``search``
+    run with the sampled values; it reports validation metrics only (it has no test metrics)
+    and, as the objective, its search's metric."""
+    from w2sray.search import OBJECTIVE, SEARCH_METRIC_KEYS
+
+    search = searches[config["search_key"]]
+    run = search.trial_run({k: config[k] for k in search.space})
+    out = _trial({"run_key": run.key}, {run.key: run}, store_uri, report_train=False)
+    return {**out, OBJECTIVE: out[SEARCH_METRIC_KEYS[search.metric]], "run_key": run.key}
+
+
+def run_searches(
+    searches: list[Search], store: Store, spec: SweepSpec, printer: Callable[[str], None]
+) -> dict[str, str]:
+    """Run searches without a stored record in one Tuner; write each one's record (trials and
+    the chosen values) as soon as its trials are over. Return {search key: error}."""
+    import ray
+    from ray import tune
+
+    from w2sray.search import MultiSearch, best_of
+
+    errors: dict[str, str] = {}
+
+    def done(search: Search, trials: list[dict[str, Any]]) -> None:
+        best = best_of(trials)
+        if best is None:
+            errors[search.key] = f"every trial of search {search.key} failed"
+            return
+        record = {**search.describe(), "trials": trials, "best": best["values"]}
+        store.write_search(search.key, record)
+        b = search.base
+        printer(
+            f"[search] {b.method} {b.weak_model}->{b.model['name']} seed {b.seed}: chose "
+            f"{best['values']} ({search.metric} {best['value']:.3f})"
+        )
+
+    cluster = ray.cluster_resources()
+    driver = {"cpu": 0, DRIVER_RESOURCE: 1} if cluster.get(DRIVER_RESOURCE) else {"cpu": 0.01}
+    limit = concurrency([s.base for s in searches], cluster, spec.max_concurrent_trials)
+    total = sum(s.num_samples for s in searches)
+    progress = _Progress("search", total, printer)
+    printer(f"[search] {len(searches)} TPE searches, {total} trials, up to {limit} at a time")
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(
+                _search_trial, searches={s.key: s for s in searches}, store_uri=store.uri
+            ),
+            driver,
+        ),
+        tune_config=tune.TuneConfig(
+            search_alg=MultiSearch(searches, done),
+            num_samples=total,
+            max_concurrent_trials=limit,
+            reuse_actors=True,
+        ),
+        run_config=_run_config(f"{spec.name}-search", store, progress),
+    )
+    tuner.fit()
+    for s in searches:
+        if s.key not in errors and store.read_search(s.key) is None:
+            errors[s.key] = f"search {s.key} did not finish its trials"
+    return errors
+
+
+def _runnable(runs: tuple[Run, ...] | list[Run], store: Store, out: Outcome) -> list[Run]:
+    """The runs still to train; complete ones are skipped, blocked ones recorded as failed."""
+    todo = []
+    for run in runs:
+        if store.is_complete(run.key):
+            out.skipped.append(run.key)
+        elif any(up in out.failed for up in run.upstream) or (
+            run.upstream and not all(store.is_complete(u) for u in run.upstream)
+        ):
+            msg = f"upstream run {run.upstream[0]} has no result"
+            out.failed[run.key] = msg
+            store.record_failure(run.key, _failure(run, msg))
+        else:
+            todo.append(run)
+    return todo
+
+
 def execute(
     spec: SweepSpec,
     plan: Plan,
@@ -216,29 +323,55 @@ def execute(
     address: str | None = None,
     printer: Callable[[str], None] = print,
 ) -> Outcome:
-    """Run every incomplete run of ``plan``, stage by stage, and return what happened."""
+    """Run every incomplete run of ``plan``, stage by stage, then its searches and the runs
+    they select, and return what happened."""
     t0 = time.time()
     out = Outcome()
-    store.write_manifest(spec.name, manifest(spec, plan))
-    for name, runs in plan.stages:
-        todo = []
-        for run in runs:
-            if store.is_complete(run.key):
-                out.skipped.append(run.key)
-            elif any(up in out.failed for up in run.upstream) or (
-                run.upstream and not all(store.is_complete(u) for u in run.upstream)
-            ):
-                msg = f"upstream run {run.upstream[0]} has no result"
-                out.failed[run.key] = msg
-                store.record_failure(run.key, _failure(run, msg))
-            else:
-                todo.append(run)
+    stored = [store.read_search(s.key) for s in plan.searches]
+    selected = [s.final_run(r["best"]) for s, r in zip(plan.searches, stored, strict=True) if r]
+    store.write_manifest(spec.name, manifest(spec, plan, selected))
+
+    def stage(name: str, runs: tuple[Run, ...] | list[Run]) -> None:
+        todo = _runnable(runs, store, out)
         if not todo:
             printer(f"[{name}] nothing to run ({len(runs)} runs already complete or blocked)")
-            continue
+            return
         connect(address)
         failed = run_stage(name, todo, store, spec, printer)
         out.failed.update(failed)
         out.done.extend(r.key for r in todo if r.key not in failed)
+
+    for name, runs in plan.stages:
+        stage(name, runs)
+    if plan.searches:
+        ready = [s for s in plan.searches if store.is_complete(s.base.upstream[0])]
+        for s in plan.searches:
+            if s not in ready:
+                out.failed[s.key] = f"upstream run {s.base.upstream[0]} has no result"
+        todo = [s for s in ready if store.read_search(s.key) is None]
+        if todo:
+            connect(address)
+            out.failed.update(run_searches(todo, store, spec, printer))
+        else:
+            printer(f"[search] nothing to run ({len(plan.searches)} searches already done)")
+        selected = []
+        for s in ready:
+            record = store.read_search(s.key)
+            if record is not None:
+                out.searched.append(s.key)
+                selected.append(s.final_run(record["best"]))
+        store.write_manifest(spec.name, manifest(spec, plan, selected))
+        stage("selected", list({r.key: r for r in selected}.values()))
     out.wall_seconds = time.time() - t0
     return out
+
+
+def result_grid(store: Store, experiment: str) -> Any:
+    """A finished stage or search as a Ray Tune ``ResultGrid`` (``Tuner.restore``), for users
+    who analyse with Tune's tools. ``experiment`` is ``<sweep>-gt``, ``<sweep>-transfer``,
+    ``<sweep>-chain-2``, ``<sweep>-search`` or ``<sweep>-selected``."""
+    from ray import tune
+
+    path = store.ray_storage_path(experiment)
+    trainable = _search_trial if experiment.endswith("-search") else _trial
+    return tune.Tuner.restore(path, trainable=trainable).get_results()

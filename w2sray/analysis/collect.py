@@ -26,13 +26,18 @@ def collect(store: Store) -> Tables:
     """Join every sweep manifest in the store with the metrics of its complete runs."""
     manifests = store.manifests()
     ladder: list[str] = []
-    rows: dict[str, dict] = {}
+    # One run may have several places: the same transfer can be a method's result and the
+    # first step of another method's bootstrapping chain.
+    placed: dict[tuple[str, str], dict] = {}
     for man in manifests:
         for name in man["ladder"]:
             if name not in ladder:
                 ladder.append(name)
         for row in man["runs"]:
-            rows.setdefault(row["key"], row)
+            placed.setdefault((row["key"], row.get("method", "")), row)
+    rows: dict[str, dict] = {}
+    for (key, _), row in placed.items():
+        rows.setdefault(key, row)
 
     metrics: dict[str, dict] = {}
     for key in rows:
@@ -52,8 +57,8 @@ def collect(store: Store) -> Tables:
         if r["kind"] == "gt" and k in metrics
     ]
     results = []
-    for k, r in rows.items():
-        if r["kind"] != "transfer" or k not in metrics:
+    for (k, _), r in placed.items():
+        if r["kind"] != "transfer" or r.get("role") == "step" or k not in metrics:
             continue
         weak, ceil = metrics.get(r["weak_key"]), metrics.get(r["ceiling_key"])
         if weak is None or ceil is None:
@@ -64,9 +69,12 @@ def collect(store: Store) -> Tables:
                 "weak": r["weak"],
                 "strong": r["model"],
                 "method": r["method"],
+                "loss": r.get("loss"),
                 "hparams": r["hparams"],
                 "variant": r["variant"],
                 "seed": r["seed"],
+                "generative": bool(r.get("generative", False)),
+                "chain_length": int(r.get("depth", 1) or 1) + 1,  # models, weak included
                 "weak_acc": weak["acc"],
                 "ceiling_acc": ceil["acc"],
                 "w2s_acc": metrics[k]["acc"],

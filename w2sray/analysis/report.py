@@ -18,12 +18,20 @@ import pandas as pd
 
 from .pgr import PGRMatrix, add_pgr, pgr_matrices
 from .plots import heatmap, w2s_vs_ceiling
-from .stats import N_BOOT, cell_stats, compare_all
+from .stats import (
+    N_BOOT,
+    cell_stats,
+    choose_baseline,
+    compare_all,
+    generative_pairs,
+    paired_differences,
+)
 
 __all__ = ["RESULT_COLUMNS", "ReportPaths", "atomic_write", "slugify", "write_report"]
 
 RESULT_COLUMNS = [
-    "dataset", "weak", "strong", "method", "hparams", "variant", "seed",
+    "dataset", "weak", "strong", "method", "loss", "hparams", "variant", "seed",
+    "generative", "chain_length",
     "weak_acc", "ceiling_acc", "w2s_acc", "weak_auc", "ceiling_auc", "w2s_auc",
     "run_key", "weak_key", "ceiling_key",
 ]  # fmt: skip
@@ -542,6 +550,14 @@ def write_report(
         matrices = pgr_matrices(table, ladder)
         stat_frames = [cell_stats(table, ladder, metric) for metric in METRICS]
         comp_frames = [compare_all(table, metric, ladder=ladder) for metric in METRICS]
+        # Generative fine-tuning against the same method without it (unless that is the
+        # baseline every variant is already compared with).
+        base = choose_baseline(table["variant"].dropna()) if not table.empty else None
+        for a, b in generative_pairs(table):
+            if a != base:
+                comp_frames += [
+                    paired_differences(table, a, b, metric, ladder=ladder) for metric in METRICS
+                ]
     # Each of the calls above warns about the same ignored rows: report each message once.
     ignored = list(dict.fromkeys(str(w.message) for w in caught))
     stats = _concat(stat_frames)

@@ -1,8 +1,22 @@
 """Per-model-family defaults: size, shape and training settings, in ONE table keyed by hub id.
 
-Used by the resource planner (``w2sray plan --gpu-mem``) only: nothing here changes a run.
-Spec values are not merged with this table (a spec's sweep-level ``train:`` and per-model
-``train:`` overrides are still the only training settings); copy what you want into a spec.
+Two users, one table (no copies elsewhere):
+
+- The spec (w2sray/spec.py, ``SweepSpec.train_for``): a model whose source has an entry here
+  (a hub id or a built-in ``w2s-tiny-*``; never a local path) takes the entry's ``lr``,
+  ``batch_size`` and ``gradient_checkpointing`` (``SPEC_TRAIN_FIELDS``) for every training
+  setting that the spec writes neither in its top-level ``train:`` nor in the model's own
+  ``train:``. Precedence, lowest first: TrainSettings defaults < this table < the spec's
+  top-level ``train:`` < the model's ``train:``. These values are part of the resolved settings
+  and so of the run keys (w2sray/runs.py), like any value the spec writes.
+- The resource planner (``w2sray plan --gpu-mem``): sizes and shapes for memory estimates and a
+  suggested workers / ZeRO stage / offload, printed only; the spec's ``resources`` decide.
+
+The table gives a spec no ``resources``: nothing here justifies a GPU count or a ZeRO stage per
+model (the planner derives those from the GPU's memory, which a spec does not know), so those
+stay the spec's (Resources defaults < top-level ``resources:`` < the model's ``resources:``).
+Nor ``dtype``: the table's "bf16 on GPU, fp32 on CPU" is what ``train.dtype: auto``, the
+TrainSettings default, already does.
 
 Where the numbers come from:
 
@@ -26,14 +40,15 @@ Where the numbers come from:
   ``train.dtype: auto`` (w2sray/train/zero.py resolve_bf16: bf16 when the GPU supports it, fp32
   on CPU).
 
-The training loop enables gradient checkpointing only when the spec sets
-``train.gradient_checkpointing``; the planner estimates memory with the spec's setting and notes
-the table's recommendation where the spec leaves it off.
+The training loop enables gradient checkpointing when the resolved ``train.gradient_checkpointing``
+is true (the table's value unless the spec writes one); the planner estimates memory with that
+setting and notes the table's recommendation where the spec turns it off.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 from dataclasses import dataclass, replace
 
 from w2sray.models.registry import BUILTIN_LADDER
@@ -44,6 +59,9 @@ BUILTIN_VOCAB_MAX = 8000
 BUILTIN_POSITIONS = 512
 
 _BURNS = "openai/weak-to-strong weak_to_strong/config.py"
+
+# The TrainSettings fields a table entry supplies to a spec (see the module docstring).
+SPEC_TRAIN_FIELDS = ("lr", "batch_size", "gradient_checkpointing")
 
 
 @dataclass(frozen=True)
@@ -58,9 +76,10 @@ class ModelDefaults:
     dtype: str = "bf16"  # on GPU; fp32 on CPU
     provenance: str = ""  # where the training values come from
 
-    def train_overrides(self) -> dict[str, float | int]:
-        """The table's training values as a spec's per-model ``train:`` mapping."""
-        return {"lr": self.lr, "batch_size": self.batch_size}
+    def train_overrides(self) -> dict[str, float | int | bool]:
+        """The table's training values a spec takes (SPEC_TRAIN_FIELDS), as a ``train:``
+        mapping."""
+        return {f: getattr(self, f) for f in SPEC_TRAIN_FIELDS}
 
 
 def gpt2_params(vocab: int, positions: int, hidden: int, layers: int) -> int:
@@ -229,12 +248,20 @@ def model_defaults(source: str) -> ModelDefaults | None:
     return MODEL_DEFAULTS[best] if best is not None else None
 
 
+def spec_train_defaults(source: str) -> dict[str, float | int | bool]:
+    """The training values the table gives a spec's model with this ``source``: its entry's
+    SPEC_TRAIN_FIELDS, or {} when there is no entry or the source names a local directory
+    (a folder called "gpt2" in the working directory is loaded as that folder, not the hub's)."""
+    if source.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(source)):
+        return {}
+    d = model_defaults(source)
+    return d.train_overrides() if d is not None else {}
+
+
 def local_model_defaults(path: str, trust_remote_code: bool = False) -> ModelDefaults | None:
     """Size and shape of a local model directory, counted from its config.json without
     allocating weights (torch's meta device); training values follow the chosen pattern.
     None when the config cannot be read or the model not built."""
-    import os
-
     path = os.path.expanduser(path)
     if not os.path.isfile(os.path.join(path, "config.json")):
         return None

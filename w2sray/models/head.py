@@ -32,11 +32,21 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 
 
 class W2SClassifier(nn.Module):
-    """Backbone -> pooled hidden state -> linear head with 2 logits."""
+    """Backbone -> pooled hidden state -> linear head with 2 logits.
 
-    def __init__(self, backbone: nn.Module, pooling: str):
+    Given ``lm`` (the causal LM whose base model is ``backbone``), the backbone is registered
+    once, through the LM, and ``forward(..., lm_loss=True)`` returns the language-modelling loss
+    instead (generative fine-tuning trains the same parameters the classifier then uses).
+    """
+
+    def __init__(self, backbone: nn.Module, pooling: str, lm: nn.Module | None = None):
         super().__init__()
-        self.backbone = backbone
+        if lm is not None:
+            assert lm.base_model is backbone, "backbone must be the LM's base model"
+            self.lm = lm
+        else:
+            self.backbone = backbone
+        self.has_lm = lm is not None
         self.pooling = pooling
         hidden = backbone.config.hidden_size
         self.head = nn.Linear(hidden, 2)
@@ -45,14 +55,34 @@ class W2SClassifier(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.takes_position_ids = "position_ids" in inspect.signature(backbone.forward).parameters
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def body(self) -> nn.Module:
+        return self.lm.base_model if self.has_lm else self.backbone
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lm_loss: bool = False
+    ) -> torch.Tensor:
         kwargs = {}
         if self.takes_position_ids:
             # Positions count real tokens only, so left padding does not shift them (HF models
             # default to 0..T-1 whatever the mask). Same positions as the default when right-padded.
             kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if lm_loss:
+            return self.lm(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                labels=lm_labels(input_ids, attention_mask),
+                **kwargs,
+            ).loss
+        out = self.body()(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         pooled = pool(out.last_hidden_state, attention_mask, self.pooling)
         # The head runs in its own dtype (float32 unless DeepSpeed's bf16 cast the whole model),
         # whatever the backbone's; the losses compute in float32 either way (w2sray/losses.py).
         return self.head(pooled.to(self.head.weight.dtype))
+
+
+def lm_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token targets for a causal LM (HF shifts them): padding is ignored (-100), and so is
+    a real token right after padding (left padding), which would be predicted from a pad."""
+    valid = attention_mask.bool().clone()
+    valid[:, 1:] &= attention_mask[:, :-1].bool()
+    return input_ids.masked_fill(~valid, -100)

@@ -37,6 +37,7 @@ class Loaded:
     backbone: torch.nn.Module
     tokenizer: object  # a transformers PreTrainedTokenizer(Fast)
     pooling: str  # last | first | mean
+    lm: torch.nn.Module | None = None  # the causal LM around ``backbone`` (lm_head=True)
 
 
 def is_builtin(source: str) -> bool:
@@ -70,11 +71,15 @@ def load_model(
     trust_remote_code: bool = False,
     dtype: torch.dtype | None = None,
     corpus: list[str] | None = None,
+    lm_head: bool = False,
 ) -> Loaded:
     """Load a backbone and its tokenizer: built-in (from config), hub id or local path.
 
     Built-in models get a word-level tokenizer: over ``corpus`` (the dataset's split A texts)
     when given, else over the synthetic task's vocabulary.
+
+    ``lm_head`` loads the causal LM (its language-modelling head included, for generative
+    fine-tuning); ``backbone`` is then its base model, sharing its parameters. Encoders raise.
 
     ``dtype`` applies to hub and local models (built-ins are always float32); None loads them
     in float32. Pass it explicitly: transformers >= 5 otherwise loads the checkpoint's own dtype
@@ -99,20 +104,33 @@ def load_model(
             attn_pdrop=0.0,
             **BUILTIN_LADDER[source],
         )
-        backbone = transformers.GPT2Model(cfg)
+        lm = transformers.GPT2LMHeadModel(cfg) if lm_head else None
+        backbone = lm.transformer if lm is not None else transformers.GPT2Model(cfg)
         model_type = "gpt2"
     else:
+        from transformers import AutoModelForCausalLM
+
         path = os.path.expanduser(source)
         kw = dict(revision=revision, trust_remote_code=trust_remote_code)
         tok = AutoTokenizer.from_pretrained(path, **kw)
         cfg = AutoConfig.from_pretrained(path, **kw)
-        backbone = AutoModel.from_pretrained(path, dtype=dtype or torch.float32, **kw)
         model_type = cfg.model_type
+        lm = None
+        if lm_head:
+            if model_type in ENCODER_TYPES:
+                raise ValueError(
+                    f"generative fine-tuning needs a causal LM; {source!r} is a {model_type} "
+                    "encoder: drop `generative` from the method or use a causal LM"
+                )
+            lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, **kw)
+            backbone = lm.base_model
+        else:
+            backbone = AutoModel.from_pretrained(path, dtype=dtype or torch.float32, **kw)
         if tok.pad_token is None:  # GPT-2 style tokenizers ship without one
             tok.pad_token = tok.eos_token or tok.unk_token
     if pooling == "auto":
         pooling = "first" if model_type in ENCODER_TYPES else "last"
-    return Loaded(backbone=backbone, tokenizer=tok, pooling=pooling)
+    return Loaded(backbone=backbone, tokenizer=tok, pooling=pooling, lm=lm)
 
 
 def enable_gradient_checkpointing(backbone: torch.nn.Module, name: str) -> None:

@@ -5,7 +5,8 @@ rank's shard files apart: ZeRO-3 saves every rank's weights and optimizer shard)
 with ray.train.report; Ray Train puts the folders of all ranks into one checkpoint in the run's
 storage. On a restart (FailureConfig.max_failures), ray.train.get_checkpoint() hands it back and
 every rank loads its shard. The data order is a pure function of the seed, so the step number
-is all the loop needs besides the engine state.
+is all the loop needs besides the engine state, and each rank's own progress (its losses and
+tokens: the workers see different micro batches) sits beside its shard.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import tempfile
 from typing import Any
 
 TAG = "w2sray"
-PROGRESS = "progress.json"
+
+
+def progress_file(rank: int) -> str:
+    """A rank's progress (step, its per-step losses and tokens) in the checkpoint folder."""
+    return f"progress-rank{rank}.json"
 
 
 def checkpoint_interval(total_steps: int, every: int, max_failures: int) -> int:
@@ -28,19 +33,20 @@ def checkpoint_interval(total_steps: int, every: int, max_failures: int) -> int:
 
 
 def save(engine: Any, step: int, losses: list[float], tokens: int, rank: int) -> None:
-    """Save this rank's engine state after ``step`` steps and report it to Ray Train."""
+    """Save this rank's engine state and progress after ``step`` steps and report it to Ray
+    Train (every rank reports; Ray Train merges their folders into one checkpoint)."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
         engine.save_checkpoint(tmp, tag=TAG)
-        if rank == 0:
-            with open(os.path.join(tmp, PROGRESS), "w") as fh:
-                json.dump({"step": step, "losses": losses, "tokens": tokens}, fh)
+        with open(os.path.join(tmp, progress_file(rank)), "w") as fh:
+            json.dump({"step": step, "losses": losses, "tokens": tokens}, fh)
         ray.train.report({"step": step}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def restore(engine: Any) -> tuple[int, list[float], int]:
-    """Load the last reported checkpoint into ``engine``, if any: (step, losses, tokens)."""
+def restore(engine: Any, rank: int) -> tuple[int, list[float], int]:
+    """Load the last reported checkpoint into ``engine``, if any: (step, this rank's losses,
+    this rank's tokens)."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
@@ -48,6 +54,6 @@ def restore(engine: Any) -> tuple[int, list[float], int]:
         return 0, [], 0
     with ckpt.as_directory() as path:
         engine.load_checkpoint(path, tag=TAG)
-        with open(os.path.join(path, PROGRESS)) as fh:
+        with open(os.path.join(path, progress_file(rank))) as fh:
             progress = json.load(fh)
     return int(progress["step"]), list(progress["losses"]), int(progress["tokens"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,24 +22,29 @@ from w2sray.metrics import accuracy, roc_auc
 from w2sray.store import Store, parquet_bytes
 
 
-def _lr_lambda(total: int, warmup_frac: float):
-    warm = int(total * warmup_frac)
+def _lr_lambda(total: int, warmup_frac: float, before: int = 0, before_scale: float = 1.0):
+    """Linear warmup then cosine decay over ``total`` steps. With ``before`` > 0 (generative
+    fine-tuning first) the same shape runs over those steps first, scaled by ``before_scale``
+    (its lr over the run's), then restarts for the ``total`` classification steps."""
 
-    def f(step: int) -> float:
+    def shape(step: int, n: int) -> float:
+        warm = int(n * warmup_frac)
         if warm and step < warm:
             return (step + 1) / warm
-        progress = (step - warm) / max(1, total - warm)
+        progress = (step - warm) / max(1, n - warm)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def f(step: int) -> float:
+        if step < before:
+            return before_scale * shape(step, before)
+        return shape(step - before, total)
 
     return f
 
 
-def load_targets(run: dict[str, Any], splits: Any, store: Store) -> tuple[list[str], np.ndarray]:
-    """Training texts and soft targets [N, 2]: ground truth for gt runs, the weak model's
-    predictions on split B for transfers (checked against split B's example ids)."""
-    if run["kind"] == "gt":
-        y = np.asarray(splits.gt_labels)
-        return splits.gt_texts, np.stack([1 - y, y], axis=1).astype(np.float32)
+def load_weak_p1(run: dict[str, Any], splits: Any, store: Store) -> np.ndarray:
+    """The upstream run's class-1 probabilities on split B (a GT run's, or a bootstrapping
+    step's), checked against split B's example ids."""
     weak_key = run["upstream"][0]
     weak = store.read_parquet(weak_key, "weak_labels.parquet")
     if not np.array_equal(weak["id"].to_numpy(), splits.weak_ids):
@@ -46,8 +52,52 @@ def load_targets(run: dict[str, Any], splits: Any, store: Store) -> tuple[list[s
             f"weak labels of run {weak_key} do not match split B of run {run['key']}: "
             "their example ids differ"
         )
-    p1 = weak["p1"].to_numpy(dtype=np.float32)
+    return weak["p1"].to_numpy(dtype=np.float32)
+
+
+def load_targets(run: dict[str, Any], splits: Any, store: Store) -> tuple[list[str], np.ndarray]:
+    """Training texts and soft targets [N, 2]: ground truth for gt runs, the upstream run's
+    predictions on split B for transfers."""
+    if run["kind"] == "gt":
+        y = np.asarray(splits.gt_labels)
+        return splits.gt_texts, np.stack([1 - y, y], axis=1).astype(np.float32)
+    p1 = load_weak_p1(run, splits, store)
     return splits.weak_texts, np.stack([1 - p1, p1], axis=1)
+
+
+@dataclass
+class SearchInputs:
+    """What a search trial sees: split B cut into a training part (weak labels) and a held-out
+    validation part with its weak labels and its ground truth. Nothing from the test split."""
+
+    train_texts: list[str]
+    train_targets: np.ndarray  # [N, 2] soft weak labels
+    val_texts: list[str]
+    val_weak: np.ndarray  # weak model's hard labels on the validation part
+    val_gt: np.ndarray  # ground truth on the validation part (used only if metric is gt_val)
+
+
+def search_inputs(
+    weak_texts: list[str],
+    weak_gt: list[int],
+    weak_p1: np.ndarray,
+    val_frac: float,
+    split_seed: int,
+) -> SearchInputs:
+    """Cut split B for a search trial. Takes split B alone (no test split is passed in), and the
+    cut depends only on the split seed, so every trial of a search validates on the same part."""
+    n = len(weak_texts)
+    order = np.random.default_rng([split_seed, 7919]).permutation(n)
+    n_val = max(1, int(round(n * val_frac)))
+    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    p1 = np.asarray(weak_p1, dtype=np.float32)
+    return SearchInputs(
+        train_texts=[weak_texts[i] for i in train],
+        train_targets=np.stack([1 - p1[train], p1[train]], axis=1),
+        val_texts=[weak_texts[i] for i in val],
+        val_weak=(p1[val] > 0.5).astype(np.int64),
+        val_gt=np.asarray(weak_gt)[val],
+    )
 
 
 class Encoded:
@@ -139,6 +189,40 @@ def train_steps(
     return losses, tokens
 
 
+def lm_steps(
+    engine: Any,
+    enc: Encoded,
+    order: np.ndarray,
+    total_steps: int,
+    batch_size: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+) -> list[float]:
+    """Generative fine-tuning: ``total_steps`` steps of the language-modelling loss on the
+    texts of ``enc`` (no labels), sharded like train_steps."""
+    micro = batch_size // world
+    losses = []
+    for step in range(total_steps):
+        batch = order[step * batch_size : (step + 1) * batch_size]
+        ids, mask = enc.batch(batch[rank * micro : (rank + 1) * micro], device)
+        loss = engine(ids, mask, lm_loss=True)
+        engine.backward(loss)
+        engine.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def _order(seed: int, n: int, length: int) -> np.ndarray:
+    """A global example order: whole permutations of ``n`` drawn from ``seed`` (all workers
+    draw the same one)."""
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    while len(order) < length:
+        order.extend(rng.permutation(n).tolist())
+    return np.asarray(order)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` = {"run": Run.to_config(), "store": uri, "gpu": bool}."""
     import deepspeed
@@ -155,6 +239,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
     train, res = run["train"], run["resources"]
+    gen = run.get("generative") or {}
+    searching = run["kind"] == "search"
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -165,7 +251,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     splits = make_splits(
         ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], ds["split_seed"]
     )
-    texts, targets = load_targets(run, splits, store)
+    if searching:  # a search trial: split B only; the test split is never looked at
+        found = search_inputs(
+            splits.weak_texts,
+            splits.weak_labels,
+            load_weak_p1(run, splits, store),
+            run["val_frac"],
+            ds["split_seed"],
+        )
+        texts, targets = found.train_texts, found.train_targets
+    else:
+        texts, targets = load_targets(run, splits, store)
     m = run["model"]
     # .get: a run config written before these settings existed means their defaults.
     bf16 = resolve_bf16(
@@ -181,22 +277,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # the same values); on CPU float32, and DeepSpeed casts when bf16 is asked for there.
         dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,
         corpus=splits.gt_texts,  # built-in models learn their vocabulary from split A
+        lm_head=bool(gen),
     )
     if train.get("gradient_checkpointing", False):
         enable_gradient_checkpointing(loaded.backbone, m["source"])
-    model = W2SClassifier(loaded.backbone, loaded.pooling)
+    model = W2SClassifier(loaded.backbone, loaded.pooling, lm=loaded.lm)
     n_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
     enc = Encoded(loaded.tokenizer, texts, train["max_length"])
-    test_enc = Encoded(loaded.tokenizer, splits.test_texts, train["max_length"])
 
     micro = train["batch_size"] // world
     steps_per_epoch = max(1, len(texts) // train["batch_size"])
     total_steps = max(1, int(round(train["epochs"] * steps_per_epoch)))
+    # Generative fine-tuning runs first, on the same texts without their labels.
+    gen_steps = max(1, int(round(gen["epochs"] * steps_per_epoch))) if gen else 0
+    gen_lr = (gen.get("lr") or train["lr"]) if gen else train["lr"]
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"]
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(total_steps, train["lr_warmup_frac"])
+        optimizer,
+        _lr_lambda(total_steps, train["lr_warmup_frac"], gen_steps, gen_lr / train["lr"]),
     )
     ds_cfg = deepspeed_config(
         micro,
@@ -213,53 +313,75 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
 
     # Every worker draws the same global order (see train_steps).
-    rng = np.random.default_rng(run["seed"])
-    order: list[int] = []
-    while len(order) < total_steps * train["batch_size"]:
-        order.extend(rng.permutation(len(texts)).tolist())
-    order_arr = np.asarray(order)
+    order_arr = _order(run["seed"], len(texts), total_steps * train["batch_size"])
     target_t = torch.from_numpy(targets)
     # Resume from Ray Train's last checkpoint if this is a restarted attempt of the run.
-    start_step, done_losses, done_tokens = checkpoint.restore(engine)
+    # Checkpoints are taken in the classification phase only; their step counts the
+    # generative steps before it.
+    start_step, done_losses, done_tokens = checkpoint.restore(engine, rank)
     every = checkpoint.checkpoint_interval(
         total_steps, res.get("checkpoint_every", 0), res.get("max_failures", 0)
     )
 
     def on_step(step: int, losses: list[float], tokens: int) -> None:
         if every and step % every == 0 and step < total_steps:
-            checkpoint.save(engine, step, done_losses + losses, done_tokens + tokens, rank)
+            checkpoint.save(
+                engine, gen_steps + step, done_losses + losses, done_tokens + tokens, rank
+            )
 
+    t_gen = time.time()
+    gen_losses: list[float] = []
+    if gen_steps and start_step < gen_steps:
+        gen_order = _order(run["seed"] + 1, len(texts), gen_steps * train["batch_size"])
+        gen_losses = lm_steps(
+            engine, enc, gen_order, gen_steps, train["batch_size"], rank, world, device
+        )
+    gen_seconds = time.time() - t_gen
     t_train = time.time()
     losses, tokens = train_steps(
         engine, enc, target_t, order_arr, total_steps, train["batch_size"], rank, world, device,
-        run["loss"], run["loss_params"], start_step, on_step,
+        run["loss"], run["loss_params"], max(0, start_step - gen_steps), on_step,
     )  # fmt: skip
     losses, tokens = done_losses + losses, done_tokens + tokens
     train_seconds = time.time() - t_train
 
+    def predict_on(texts_: list[str]) -> np.ndarray:
+        e = Encoded(loaded.tokenizer, texts_, train["max_length"])
+        return predict(engine, e, train["eval_batch_size"], rank, world, device), e.truncated
+
     t_eval = time.time()
-    test_p1 = predict(engine, test_enc, train["eval_batch_size"], rank, world, device)
-    weak_p1 = None
-    if run["kind"] == "gt":
-        weak_enc = Encoded(loaded.tokenizer, splits.weak_texts, train["max_length"])
-        weak_p1 = predict(engine, weak_enc, train["eval_batch_size"], rank, world, device)
+    if searching:  # validation on the held-out part of split B, nothing else
+        val_p1, truncated_eval = predict_on(found.val_texts)
+        outputs = {"val_weak_acc": accuracy(found.val_weak, val_p1)}
+        outputs["val_gt_acc"] = accuracy(found.val_gt, val_p1)
+        outputs["val_weak_auc"] = roc_auc(found.val_weak, val_p1)
+    else:
+        test_p1, truncated_eval = predict_on(splits.test_texts)
+        # Every run predicts split B: a GT run's predictions are weak labels, a transfer's
+        # feed the next step of a bootstrapping chain.
+        weak_p1, _ = predict_on(splits.weak_texts)
+        test_y = np.asarray(splits.test_labels)
+        outputs = {"acc": accuracy(test_y, test_p1), "auc": roc_auc(test_y, test_p1)}
+        outputs["weak_label_acc"] = accuracy(np.asarray(splits.weak_labels), weak_p1)
     eval_seconds = time.time() - t_eval
 
     # Reduce the per-worker numbers so what rank 0 reports describes the whole run.
-    stats = torch.tensor([float(np.mean(losses[-max(1, steps_per_epoch) :])), float(tokens)])
+    gen_loss = float(np.mean(gen_losses[-max(1, steps_per_epoch) :])) if gen_losses else 0.0
+    stats = torch.tensor(
+        [float(np.mean(losses[-max(1, steps_per_epoch) :])), float(tokens), gen_loss]
+    )
     if world > 1:
         dist.all_reduce(stats)
         stats[0] /= world
-    test_y = np.asarray(splits.test_labels)
+        stats[2] /= world
     metrics = {
-        "acc": accuracy(test_y, test_p1),
-        "auc": roc_auc(test_y, test_p1),
+        **outputs,
         "train_loss": float(stats[0]),
         "steps": total_steps,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
-        "setup_seconds": t_train - t_start,
-        "deepspeed_init_seconds": t_train - t_ds,
+        "setup_seconds": t_gen - t_start,
+        "deepspeed_init_seconds": t_gen - t_ds,
         # wall-clock stamps, to split a run's cost into Ray start-up / setup / train / eval
         "t_process_start": process_start,
         "t_loop_start": t_start,
@@ -268,9 +390,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "t_eval_end": t_eval + eval_seconds,
         "tokens_per_second": float(stats[1]) / max(train_seconds, 1e-9),
         "examples": len(texts),
-        "n_test": len(test_y),
+        "n_test": 0 if searching else len(splits.test_texts),
         "truncated_train": enc.truncated,
-        "truncated_test": test_enc.truncated,
+        "truncated_eval": truncated_eval,
         "workers": world,
         "resumed_from_step": start_step,
         "zero_stage": res["zero_stage"],
@@ -280,20 +402,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "gpu": use_gpu,
         "gpu_name": torch.cuda.get_device_name(device) if use_gpu else None,
     }
-    if weak_p1 is not None:
-        weak_y = np.asarray(splits.weak_labels)
-        metrics["weak_label_acc"] = accuracy(weak_y, weak_p1)
+    if gen:
+        # None when a restart resumed after the generative phase (its losses were not kept).
+        metrics["gen_steps"] = gen_steps
+        metrics["gen_loss"] = float(stats[2]) if gen_losses else None
+        metrics["gen_seconds"] = gen_seconds
     if rank == 0:
         import json
 
         files = {
             "config.json": json.dumps(run, indent=2, sort_keys=True, default=str).encode(),
             "metrics.json": json.dumps(metrics, indent=2, sort_keys=True).encode(),
-            "test_predictions.parquet": parquet_bytes(
-                pd.DataFrame({"id": splits.test_ids, "label": test_y, "p1": test_p1})
-            ),
         }
-        if weak_p1 is not None:
+        if searching:
+            files["val_predictions.parquet"] = parquet_bytes(
+                pd.DataFrame({"weak": found.val_weak, "label": found.val_gt, "p1": val_p1})
+            )
+        else:
+            files["test_predictions.parquet"] = parquet_bytes(
+                pd.DataFrame({"id": splits.test_ids, "label": test_y, "p1": test_p1})
+            )
             files["weak_labels.parquet"] = parquet_bytes(
                 pd.DataFrame({"id": splits.weak_ids, "p1": weak_p1})
             )

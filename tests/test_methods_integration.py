@@ -1,0 +1,180 @@
+"""Every method end to end on the built-in ladder, on the shared Ray cluster: bootstrapping
+through an intermediate model, generative fine-tuning, and an Optuna TPE search scored on a
+weak-labelled validation split (never the test split), then the report's comparisons.
+
+Ten small runs: 3 GT, xent a->b (also the chain's first step) and a->c, the chain's last step
+b'->c, generative a->c, two search trials and the selected a->c run.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from w2sray.analysis.collect import collect
+from w2sray.cli import main
+from w2sray.runs import plan_sweep
+from w2sray.spec import load_spec
+from w2sray.store import Store
+from w2sray.sweep import execute, result_grid
+
+SPEC = {
+    "name": "methods-itest",
+    "datasets": [{"name": "synthetic", "n_gt": 256, "n_weak": 256, "n_test": 200}],
+    "models": [
+        {"name": "a", "source": "w2s-tiny-1"},
+        {"name": "b", "source": "w2s-tiny-2"},
+        {"name": "c", "source": "w2s-tiny-3"},
+    ],
+    "methods": [
+        {"name": "xent", "loss": "xent", "pairs": [["a", "b"], ["a", "c"]]},
+        {"name": "boot", "loss": "xent", "bootstrap": True, "pairs": [["a", "c"]]},
+        {"name": "gen", "loss": "xent", "generative": {"epochs": 1}, "pairs": [["a", "c"]]},
+        {
+            "name": "tpe",
+            "loss": "logconf",
+            "params": {"warmup_frac": 0.2},
+            "pairs": [["a", "c"]],
+            "search": {"space": {"alpha_max": [0.1, 1.0]}, "num_samples": 2, "seed": 3},
+        },
+    ],
+    "seeds": [0],
+    "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "max_length": 24},
+    "resources": {"workers": 1, "cpus_per_worker": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def swept(ray_cluster, tmp_path_factory):
+    root = tmp_path_factory.mktemp("methods")
+    spec_path = root / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({**SPEC, "storage": str(root / "store")}))
+    spec = load_spec(spec_path)
+    plan = plan_sweep(spec)
+    outcome = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
+    return spec_path, spec, plan, outcome
+
+
+def _run(plan, method, weak, strong):
+    rows = [
+        r
+        for r in plan.manifest_rows()
+        if r["method"] == method and r["weak"] == weak and r["model"] == strong
+    ]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_every_method_ran(swept):
+    _, spec, plan, outcome = swept
+    assert outcome.failed == {}
+    assert len(plan.gt) == 3 and len(plan.searches) == 1
+    # xent a->b, xent a->c, boot's last step b'->c, gen a->c (boot's first step is xent a->b)
+    assert len(plan.transfer) == 4
+    assert [name for name, _ in plan.stages] == ["gt", "transfer", "chain-2"]
+    store = Store(spec.storage)
+    assert all(store.is_complete(r.key) for r in plan.all_runs())
+    assert len(outcome.searched) == 1
+
+
+def test_bootstrapping_chains_through_the_intermediate_model(swept):
+    _, spec, plan, _ = swept
+    store = Store(spec.storage)
+    step = _run(plan, "xent", "a", "b")  # the chain's first step is the direct a->b run
+    final = _run(plan, "boot", "a", "c")
+    gt_a = next(r for r in plan.gt if r.model["name"] == "a")
+    config = store.read_json(final["key"], "config.json")
+    assert config["upstream"] == [step["key"]]  # trained on b's labels, not a's
+    assert final["weak_key"] == gt_a.key  # and its PGR is measured against a
+    # the labels it trained on are the intermediate student's predictions on split B
+    labels = store.read_parquet(step["key"], "weak_labels.parquet")
+    weak = store.read_parquet(gt_a.key, "weak_labels.parquet")
+    assert np.array_equal(labels["id"], weak["id"]) and not np.allclose(labels["p1"], weak["p1"])
+    direct = _run(plan, "xent", "a", "c")
+    assert direct["key"] != final["key"]
+
+
+def test_generative_finetuning_trains_the_lm_first(swept):
+    _, spec, plan, _ = swept
+    store = Store(spec.storage)
+    gen = _run(plan, "gen", "a", "c")
+    plain = _run(plan, "xent", "a", "c")
+    m = store.read_json(gen["key"], "metrics.json")
+    assert m["gen_steps"] == 16 and np.isfinite(m["gen_loss"]) and m["gen_loss"] > 0
+    assert "gen_steps" not in store.read_json(plain["key"], "metrics.json")
+    p_gen = store.read_parquet(gen["key"], "test_predictions.parquet")["p1"]
+    p_plain = store.read_parquet(plain["key"], "test_predictions.parquet")["p1"]
+    assert not np.allclose(p_gen, p_plain)  # same data, seed and labels: only the LM phase
+
+
+def test_search_selects_by_weak_validation_and_never_sees_test(swept):
+    _, spec, plan, _ = swept
+    store = Store(spec.storage)
+    search = plan.searches[0]
+    record = store.read_search(search.key)
+    assert record["metric"] == "weak_val" and len(record["trials"]) == 2
+    values = [t["value"] for t in record["trials"]]
+    best = record["trials"][int(np.argmax(values))]
+    assert record["best"] == best["values"]
+    for trial in record["trials"]:
+        key = trial["run_key"]
+        metrics = store.read_json(key, "metrics.json")
+        # a trial has validation metrics only: nothing was computed on the test split
+        assert "acc" not in metrics and "auc" not in metrics and metrics["n_test"] == 0
+        assert metrics["val_weak_acc"] == trial["value"]
+        assert not store.exists(key, "test_predictions.parquet")
+        assert 0.1 <= trial["values"]["alpha_max"] <= 1.0
+        # trained on split B minus the 20% held out
+        assert metrics["examples"] == 256 - round(256 * 0.2)
+    selected = _run_selected(store, spec)
+    assert selected["variant"] == "tpe[search:weak_val]"
+    config = store.read_json(selected["key"], "config.json")
+    assert config["loss_params"] == {"alpha_max": best["values"]["alpha_max"], "warmup_frac": 0.2}
+    assert store.read_json(selected["key"], "metrics.json")["examples"] == 256
+
+
+def _run_selected(store, spec):
+    man = next(m for m in store.manifests() if m["name"] == spec.name)
+    rows = [r for r in man["runs"] if r["method"] == "tpe"]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_report_compares_every_method(swept, tmp_path):
+    spec_path, spec, _, _ = swept
+    tables = collect(Store(spec.storage))
+    variants = set(tables.results["variant"])
+    assert variants == {"xent", "boot", "gen", "tpe[search:weak_val]"}
+    boot = tables.results[tables.results["variant"] == "boot"].iloc[0]
+    assert boot["chain_length"] == 3 and (boot["weak"], boot["strong"]) == ("a", "c")
+    assert main(["report", "--store", spec.storage, "--out", str(tmp_path)]) == 0
+    comp = pd.read_csv(tmp_path / "comparisons.csv")
+    pgr = comp[comp["metric"] == "pgr"]
+    assert set(pgr["b_variant"]) == {"boot", "gen", "tpe[search:weak_val]"}
+    assert set(pgr["a_variant"]) == {"xent"}
+    assert "tpe[search:weak_val]" in (tmp_path / "summary.md").read_text()
+
+
+def test_rerun_trains_and_searches_nothing(swept):
+    _, spec, plan, _ = swept
+    before = json.dumps(Store(spec.storage).read_search(plan.searches[0].key), sort_keys=True)
+    outcome = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
+    assert outcome.done == [] and outcome.failed == {}
+    assert json.dumps(Store(spec.storage).read_search(plan.searches[0].key), sort_keys=True) == (
+        before
+    )
+
+
+def test_results_as_a_tune_result_grid(swept):
+    _, spec, plan, _ = swept
+    grid = result_grid(Store(spec.storage), f"{spec.name}-search")
+    assert len(grid) == 2
+    keys = {r.metrics["run_key"] for r in grid}
+    record = Store(spec.storage).read_search(plan.searches[0].key)
+    assert keys == {t["run_key"] for t in record["trials"]}
+    gt = result_grid(Store(spec.storage), f"{spec.name}-gt")
+    assert {r.config["run_key"] for r in gt} == {r.key for r in plan.gt}
