@@ -151,7 +151,7 @@ def test_report_compares_every_method(swept, tmp_path):
     assert variants == {"xent", "boot", "gen", "tpe[search:weak_val]"}
     boot = tables.results[tables.results["variant"] == "boot"].iloc[0]
     assert boot["chain_length"] == 3 and (boot["weak"], boot["strong"]) == ("a", "c")
-    assert main(["report", "--store", spec.storage, "--out", str(tmp_path)]) == 0
+    assert main(["report", spec.storage, "--out", str(tmp_path)]) == 0
     comp = pd.read_csv(tmp_path / "comparisons.csv")
     pgr = comp[comp["metric"] == "pgr"]
     assert set(pgr["b_variant"]) == {"boot", "gen", "tpe[search:weak_val]"}
