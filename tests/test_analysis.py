@@ -313,3 +313,18 @@ def test_write_report_overwrites(tmp_path, results, gt, failures):
     paths = write_report(results, gt, failures, LADDER, tmp_path)
     assert len(pd.read_parquet(paths.table_parquet)) == len(results)
     assert "RuntimeError" in paths.summary_md.read_text()
+
+
+def test_report_pgr_by_pair_and_method(tmp_path, results, gt, failures):
+    """One table per dataset: each pair's PGR per method with its bootstrap CI over seeds
+    (hand-computed: two seeds' percentile bootstrap CI spans their two values)."""
+    write_report(results, gt, failures, LADDER, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    section = md.split("## PGR by pair and method")[1].split("## PGR matrices")[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    assert lines[0] == f"| weak → strong | {LOGCONF} | {XENT} |"
+    assert lines[2] == "| tiny → base | 0.75 [0.70, 0.80] | 0.45 [0.40, 0.50] |"
+    assert lines[3] == "| tiny → huge | 0.90 [0.90, 0.90] | 0.65 [0.55, 0.75] |"
+    assert lines[4] == "| base → huge | 0.70 [0.60, 0.80] | -0.20 (n=1) |"
+    html = (tmp_path / "report.html").read_text()
+    assert "PGR by pair and method" in html and "0.75 [0.70, 0.80]" in html

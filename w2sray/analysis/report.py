@@ -205,6 +205,43 @@ def _overview_table(matrices: list[PGRMatrix]) -> Table:
     return ["dataset", *(str(v) for v in variants)], rows
 
 
+BY_PAIR_NOTE = (
+    "Per (weak, strong) pair, each method's PGR on test accuracy: mean over seeds and its 95% "
+    "bootstrap CI over seeds (†: the CI includes 0; (n=1): a single seed, no CI)."
+)
+
+
+def _by_pair_tables(stats: pd.DataFrame, ladder: list[str]) -> list[tuple[str, Table]]:
+    """Per dataset: rows are pairs in ladder order, columns methods, cells mean [CI]."""
+    if stats.empty:
+        return []
+    st = stats[stats["metric"] == "pgr"]
+    rank = {m: i for i, m in enumerate(ladder)}
+    out = []
+    for dataset in sorted(pd.unique(st["dataset"]).tolist(), key=str):
+        d = st[st["dataset"] == dataset]
+        variants = sorted({str(v) for v in d["variant"]})
+        pairs = sorted(
+            {(r.weak, r.strong) for r in d.itertuples(index=False)},
+            key=lambda p: (rank.get(p[0], 0), rank.get(p[1], 0)),
+        )
+        cells = {(r.weak, r.strong, str(r.variant)): r for r in d.itertuples(index=False)}
+        rows = []
+        for w, s_ in pairs:
+            row = [f"{w} → {s_}"]
+            for v in variants:
+                r = cells.get((w, s_, v))
+                if r is None or int(r.n) == 0:
+                    row.append("-")
+                elif int(r.n) == 1:
+                    row.append(f"{_fmt(r.mean)} (n=1)")
+                else:
+                    row.append(f"{_fmt(r.mean)} {_ci_text(r)}")
+            rows.append(row)
+        out.append((str(dataset), (["weak → strong", *variants], rows)))
+    return out
+
+
 def _overview_section(matrices: list[PGRMatrix]) -> list[str]:
     lines = ["## PGR overview", "", OVERVIEW_NOTE, ""]
     return lines + _md_render(_overview_table(matrices)) + [""]
@@ -460,6 +497,14 @@ def _html_report(
             "<h2>PGR overview</h2>",
             f'<p class="note">{_h(OVERVIEW_NOTE)}</p>',
             _html_table(_overview_table(matrices)),
+        ]
+        by_pair = _by_pair_tables(stats, ladder)
+        if by_pair:
+            p += ["<h2>PGR by pair and method</h2>", f'<p class="note">{_h(BY_PAIR_NOTE)}</p>']
+            for dataset, t in by_pair:
+                p += [f"<h3>{_h(dataset)}</h3>", _html_table(t)]
+                p += [f'<p class="note">{_h(x)}</p>' for x in _legend(t)]
+        p += [
             "<h2>PGR matrices</h2>",
             f'<p class="note">{_h(MATRIX_NOTE)}</p>',
             f'<p class="note">{_h(STATS_NOTE)}</p>',
@@ -605,6 +650,11 @@ def write_report(
     else:
         n_undef = int(table["pgr"].isna().sum())
         md += _overview_section(matrices)
+        by_pair = _by_pair_tables(stats, ladder)
+        if by_pair:
+            md += ["## PGR by pair and method", "", BY_PAIR_NOTE, ""]
+            for dataset, t in by_pair:
+                md += [f"### {_md(dataset)}", ""] + _md_block(t)
         md += ["## PGR matrices", "", MATRIX_NOTE, "", STATS_NOTE, ""]
         if n_undef:
             md += [f"{n_undef} transfer run(s) have an undefined PGR.", ""]
