@@ -11,10 +11,11 @@ import pytest
 def ray_cluster():
     import ray
 
-    from w2sray.sweep import local_init_kwargs
+    from w2sray.sweep import connect
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(**local_init_kwargs(num_cpus=2))
+    os.environ.pop("RAY_ADDRESS", None)  # always a cluster of its own, never a user's
+    connect(num_cpus=2)
     yield ray
     ray.shutdown()
 

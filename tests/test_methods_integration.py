@@ -1,14 +1,18 @@
-"""Every method end to end on the built-in ladder, on the shared Ray cluster: bootstrapping
-through an intermediate model, generative fine-tuning, and an Optuna TPE search scored on a
-weak-labelled validation split (never the test split), then the report's comparisons.
+"""End to end on a real local Ray cluster: spec -> Tune -> Train -> DeepSpeed -> store -> report,
+with every method: naive fine-tuning, bootstrapping through an intermediate model, generative
+fine-tuning, and an Optuna TPE search scored on a weak-labelled validation split (never the test
+split); then a rerun that must train nothing, the report files and comparisons, and the stages
+read back as Tune ResultGrids.
 
 Ten small runs: 3 GT, xent a->b (also the chain's first step) and a->c, the chain's last step
-b'->c, generative a->c, two search trials and the selected a->c run.
+b'->c, generative a->c, two search trials and the selected a->c run. Model a trains with ZeRO-2,
+b over 2 workers with ZeRO-3, c with ZeRO-1.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,8 +30,8 @@ SPEC = {
     "name": "methods-itest",
     "datasets": [{"name": "synthetic", "n_gt": 256, "n_weak": 256, "n_test": 200}],
     "models": [
-        {"name": "a", "source": "w2s-tiny-1"},
-        {"name": "b", "source": "w2s-tiny-2"},
+        {"name": "a", "source": "w2s-tiny-1", "resources": {"zero_stage": 2}},
+        {"name": "b", "source": "w2s-tiny-2", "resources": {"workers": 2, "zero_stage": 3}},
         {"name": "c", "source": "w2s-tiny-3"},
     ],
     "methods": [
@@ -57,6 +61,24 @@ def swept(ray_cluster, tmp_path_factory):
     plan = plan_sweep(spec)
     outcome = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
     return spec_path, spec, plan, outcome
+
+
+def test_runs_complete_with_their_layout(swept):
+    _, spec, plan, outcome = swept
+    store = Store(spec.storage)
+    layout = {"a": (1, 2), "b": (2, 3), "c": (1, 1)}
+    for run in plan.all_runs():
+        m = store.read_json(run.key, "metrics.json")
+        assert 0.0 <= m["acc"] <= 1.0 and m["n_test"] == 200
+        assert m["steps"] == 256 // 16
+        assert (m["workers"], m["zero_stage"]) == layout[run.model["name"]]
+        # every run publishes soft labels for split B (weak labels, or a chain step's labels)
+        labels = store.read_parquet(run.key, "weak_labels.parquet")
+        assert len(labels) == 256 and labels["p1"].between(0, 1).all()
+        assert labels["p1"].nunique() > 10  # soft, not hard labels
+    # trained in this sweep: the planned runs and the search's selected run (trials apart)
+    selected = _run_selected(store, spec)["key"]
+    assert sorted(outcome.done) == sorted([r.key for r in plan.all_runs()] + [selected])
 
 
 def _run(plan, method, weak, strong):
@@ -146,7 +168,8 @@ def _run_selected(store, spec):
 
 def test_report_compares_every_method(swept, tmp_path):
     spec_path, spec, _, _ = swept
-    tables = collect(Store(spec.storage))
+    store = Store(spec.storage)
+    tables = collect(store)
     variants = set(tables.results["variant"])
     assert variants == {"xent", "boot", "gen", "tpe[search:weak_val]"}
     boot = tables.results[tables.results["variant"] == "boot"].iloc[0]
@@ -156,14 +179,35 @@ def test_report_compares_every_method(swept, tmp_path):
     pgr = comp[comp["metric"] == "pgr"]
     assert set(pgr["b_variant"]) == {"boot", "gen", "tpe[search:weak_val]"}
     assert set(pgr["a_variant"]) == {"xent"}
-    assert "tpe[search:weak_val]" in (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "tpe[search:weak_val]" in summary and "PGR by pair and method" in summary
+    # PGR in the table is exactly the formula over the stored accuracies
+    table = pd.read_parquet(tmp_path / "results.parquet")
+    assert len(table) == len(pd.read_csv(tmp_path / "results.csv")) == 5
+    for _, row in table.iterrows():
+        acc = {k: store.read_json(row[k], "metrics.json")["acc"] for k in _KEYS}
+        weak, ceil, w2s = acc["weak_key"], acc["ceiling_key"], acc["run_key"]
+        if abs(ceil - weak) > 1e-9:
+            assert row["pgr"] == pytest.approx((w2s - weak) / (ceil - weak))
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert "w2s_vs_ceiling.png" in pngs and len(pngs) == 5  # 4 heatmaps + the scatter
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in tmp_path.glob("*.png"))
+    assert "<img" in (tmp_path / "report.html").read_text()
+    manifest = json.loads((Path(spec.storage) / "sweeps" / f"{spec.name}.json").read_text())
+    assert manifest["ladder"] == ["a", "b", "c"]
+
+
+_KEYS = ("weak_key", "ceiling_key", "run_key")
 
 
 def test_rerun_trains_and_searches_nothing(swept):
     _, spec, plan, _ = swept
     before = json.dumps(Store(spec.storage).read_search(plan.searches[0].key), sort_keys=True)
+    runs = Path(spec.storage) / "runs"
+    stamps = {d.name: (d / "DONE.json").stat().st_mtime_ns for d in runs.iterdir()}
     outcome = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
     assert outcome.done == [] and outcome.failed == {}
+    assert {d.name: (d / "DONE.json").stat().st_mtime_ns for d in runs.iterdir()} == stamps
     assert json.dumps(Store(spec.storage).read_search(plan.searches[0].key), sort_keys=True) == (
         before
     )

@@ -80,7 +80,17 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
             runtime_env={"env_vars": dict(LOCAL_TRAIN_ENV)},
         )
     else:
-        ray.init(**local_init_kwargs(num_cpus))
+        # On a saturated machine a new local node can miss Ray's start-up deadline (its agents
+        # report late); nothing has run yet, so starting again is safe.
+        for attempt in range(3):
+            try:
+                ray.init(**local_init_kwargs(num_cpus))
+                return
+            except Exception as exc:
+                if "timed out during startup" not in str(exc) or attempt == 2:
+                    raise
+                ray.shutdown()
+                time.sleep(5)
 
 
 def concurrency(runs: list[Run], cluster: dict[str, float], cap: int | None) -> int:
