@@ -19,8 +19,8 @@ SEARCH_METRIC_KEYS = {"weak_val": "val_weak_acc", "gt_val": "val_gt_acc"}
 
 
 def optuna_search(search: Search) -> Any:
-    """The search's own OptunaSearch: TPE seeded by the spec; its first trials are random
-    (startup), then it models the finished ones."""
+    """The search's own OptunaSearch: TPE, seeded; its first trials are random (startup), then
+    it models the finished ones."""
     import optuna
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
@@ -29,8 +29,11 @@ def optuna_search(search: Search) -> Any:
         k: tune.loguniform(lo, hi) if log else tune.uniform(lo, hi)
         for k, (lo, hi, log) in search.space.items()
     }
+    # Seeded per search (from the spec's seed through the search's key): with one seed for all,
+    # every pair's random startup trials were the same points.
+    seed = int(search.key.split("-")[-1], 16) % (2**31)
     sampler = optuna.samplers.TPESampler(
-        seed=search.seed, n_startup_trials=max(1, min(10, search.num_samples // 2))
+        seed=seed, n_startup_trials=max(1, min(10, search.num_samples // 2))
     )
     return OptunaSearch(
         space=OptunaSearch.convert_search_space(space),
