@@ -120,7 +120,7 @@ def two_node_cluster():
             p.terminate()
         for p in procs:
             try:
-                p.wait(timeout=30)
+                p.wait(timeout=5)  # what is left after that is killed below
             except subprocess.TimeoutExpired:
                 pass
         left = kill_all([p.pid for p in procs], "RAY_AUTH_TOKEN_PATH", token)
