@@ -581,7 +581,7 @@ def _check_search(chk: _Checker, search: SearchSpec, method: MethodSpec, where: 
             continue
         if isinstance(method.params.get(key), list):
             chk.bad(at, "also a grid axis in params: search it or grid it, not both")
-        low, high, log = _search_bounds(rng)
+        low, high, log = search_bounds(rng)
         if low is None:
             chk.bad(at, f"must be [low, high] or {{low, high, log}}, got {rng!r}")
             continue
@@ -597,7 +597,7 @@ def _check_search(chk: _Checker, search: SearchSpec, method: MethodSpec, where: 
             chk.bad(at, f"lr must be > 0, got low {low}")
 
 
-def _search_bounds(rng: Any) -> tuple[float | None, float | None, bool]:
+def search_bounds(rng: Any) -> tuple[float | None, float | None, bool]:
     """(low, high, log) of a search range written as [low, high] or {low, high, log}."""
     if isinstance(rng, list) and len(rng) == 2:
         low, high, log = rng[0], rng[1], False
@@ -609,6 +609,3 @@ def _search_bounds(rng: Any) -> tuple[float | None, float | None, bool]:
     if not all(isinstance(v, float) for v in (low, high)):
         return None, None, False
     return low, high, log
-
-
-search_bounds = _search_bounds

@@ -152,6 +152,13 @@ def predict(engine: Any, enc: Encoded, batch_size: int, rank: int, world: int, d
     return out
 
 
+def _my_slice(order: np.ndarray, step: int, batch_size: int, rank: int, world: int) -> np.ndarray:
+    """This worker's share of global batch ``step`` of ``order``."""
+    micro = batch_size // world
+    batch = order[step * batch_size : (step + 1) * batch_size]
+    return batch[rank * micro : (rank + 1) * micro]
+
+
 def train_steps(
     engine: Any,
     enc: Encoded,
@@ -170,11 +177,9 @@ def train_steps(
     """The optimisation steps from ``start_step``. Every worker walks the same global ``order``;
     worker ``rank`` takes its slice of each global batch. ``on_step(step_done, losses, tokens)``
     runs after each step (checkpoints). Returns per-step losses and this worker's tokens."""
-    micro = batch_size // world
     losses, tokens = [], 0
     for step in range(start_step, total_steps):
-        batch = order[step * batch_size : (step + 1) * batch_size]
-        mine = batch[rank * micro : (rank + 1) * micro]
+        mine = _my_slice(order, step, batch_size, rank, world)
         ids, mask = enc.batch(mine, device)
         tokens += int(mask.sum())
         logits = engine(ids, mask)
@@ -201,11 +206,9 @@ def lm_steps(
 ) -> list[float]:
     """Generative fine-tuning: ``total_steps`` steps of the language-modelling loss on the
     texts of ``enc`` (no labels), sharded like train_steps."""
-    micro = batch_size // world
     losses = []
     for step in range(total_steps):
-        batch = order[step * batch_size : (step + 1) * batch_size]
-        ids, mask = enc.batch(batch[rank * micro : (rank + 1) * micro], device)
+        ids, mask = enc.batch(_my_slice(order, step, batch_size, rank, world), device)
         loss = engine(ids, mask, lm_loss=True)
         engine.backward(loss)
         engine.step()
