@@ -320,3 +320,43 @@ def test_each_search_samples_its_own_points_reproducibly():
     a, b = plan(method).searches[:2]
     first = [optuna_search(s).suggest("t0")["alpha_max"] for s in (a, b, a)]
     assert first[0] != first[1] and first[0] == first[2]
+
+
+TRACEBACK = 'Traceback (most recent call last):\n  File "loop.py", line 3, in f\nValueError: boom\n'
+
+
+def test_a_failed_search_is_listed_with_its_trials_error_until_it_succeeds(tmp_path):
+    """A search with no successful trial is recorded under its key, with the error of its first
+    failed trial, and the report lists it like a failed run; its stored record clears it."""
+    from w2sray.analysis.collect import collect
+    from w2sray.analysis.report import write_report
+    from w2sray.runs import manifest
+    from w2sray.store import Store
+    from w2sray.sweep import _search_failure
+
+    method = {"name": "tpe", "loss": "logconf", "search": {"space": {"alpha_max": [0.2, 0.8]}}}
+    spec = parse_spec(copy.deepcopy(raw(method)), "m.yaml")
+    p = plan_sweep(spec)
+    s = p.searches[0]
+    store = Store(str(tmp_path / "store"))
+    store.write_manifest(spec.name, manifest(spec, p))
+    trials = [{"values": {"alpha_max": 0.3}, "error": "trial failed"}]
+    trial_key = s.trial_run(trials[0]["values"]).key
+    store.record_failure(trial_key, {"key": trial_key, "error": TRACEBACK})
+    store.record_failure(s.key, _search_failure(s, "every trial failed", store, trials))
+
+    failures = collect(store).failures
+    assert list(failures["run_key"]) == [s.key]  # the trial is not a report row; its search is
+    row = failures.iloc[0]
+    assert row["kind"] == "search" and row["variant"] == "tpe[search:weak_val]"
+    assert row["model"] == "2" and row["error"].endswith("ValueError: boom\n")
+    t = collect(store)
+    write_report(t.results, t.gt, t.failures, t.ladder, tmp_path / "report")
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    where = "(search, synthetic, 2, tpe[search:weak_val])"
+    assert f"`{s.key}` {where}: `every trial failed; its first failed trial's error: " in summary
+    assert "ValueError: boom`" in summary and "Traceback" not in summary
+
+    store.write_search(s.key, {**s.describe(), "trials": [], "best": {"alpha_max": 0.5}})
+    assert s.key not in {f["key"] for f in store.failures()}
+    assert collect(store).failures.empty

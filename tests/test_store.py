@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from w2sray.store import DONE, Store, parquet_bytes
+from w2sray.store import DONE, Store, error_line, parquet_bytes
 
 KEY = "gt-0123456789abcdef0123"
 
@@ -262,3 +263,30 @@ def test_manifests_round_trip(tmp_path):
     store.write_manifest("a-sweep", {"name": "a-sweep", "ladder": ["z"], "runs": []})
     assert store.manifests()[0]["ladder"] == ["z"]
     assert sorted(os.listdir(store.path("sweeps"))) == ["a-sweep.json", "b-sweep.json"]
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        ("upstream run gt-1 has no result", "upstream run gt-1 has no result"),
+        # a run's traceback: its exception, not "Traceback (most recent call last):"
+        (
+            'Traceback (most recent call last):\n  File "a.py", line 1\n    raise OSError(\n'
+            "OSError: no weights\n\n",
+            "OSError: no weights",
+        ),
+        # Ray Train's wrapper: its message, then the worker's exception (the last one)
+        (
+            "Training failed due to worker errors:\n[Rank 0 Error Snippet]:\n"
+            'ray::f() (pid=1)\n  File "l.py", line 2\nray.train.WorkerGroupError: x\n'
+            "ValueError: bad",
+            "Training failed due to worker errors: ValueError: bad",
+        ),
+        ("RuntimeError: CUDA out of memory\n  detail", "RuntimeError: CUDA out of memory"),
+        (None, "(no error message)"),
+        ("  \n", "(no error message)"),
+        ("x" * 400, "x" * 297 + "..."),
+    ],
+)
+def test_error_line_shows_the_exception(error, line):
+    assert error_line(error) == line

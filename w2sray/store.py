@@ -3,8 +3,9 @@
 Layout::
 
     <root>/runs/<key>/config.json, metrics.json, *.parquet, DONE.json
-    <root>/failures/<key>.json          a run's last error (cleared when it later succeeds)
+    <root>/failures/<key>.json          a run's or search's last error (cleared on later success)
     <root>/sweeps/<name>.json           the manifest of a sweep: its ladder and run keys
+    <root>/searches/<key>.json          an Optuna search's trials and chosen setting
     <root>/ray/                         Ray Tune / Train storage_path (checkpoints, trial state)
 
 A run is complete only when DONE.json exists and every file it lists has the recorded sha256:
@@ -20,6 +21,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import shutil
 import time
 import uuid
@@ -30,6 +32,28 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 DONE = "DONE.json"
+
+
+# "OSError: ...", "ray.exceptions.RayTaskError(ValueError): ..." -- a traceback's exception line
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]+\))?: \S")
+
+
+def error_line(error: object, limit: int = 300) -> str:
+    """The one line of a recorded error worth showing: for a traceback, its (last) exception
+    line, after any message that precedes the traceback; otherwise the first line."""
+    lines = [ln.strip() for ln in str(error or "").strip().splitlines() if ln.strip()]
+    if not lines:
+        return "(no error message)"
+    frames = [
+        i for i, ln in enumerate(lines) if ln.startswith(("Traceback (most recent", 'File "'))
+    ]
+    if not frames:
+        line = lines[0]
+    else:
+        tail = [ln for ln in lines[frames[0] :] if _EXCEPTION_LINE.match(ln)]
+        exc = tail[-1] if tail else lines[-1]
+        line = f"{lines[0]} {exc}" if frames[0] > 0 else exc
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class Store:
@@ -171,6 +195,10 @@ class Store:
     def record_failure(self, key: str, info: dict[str, Any]) -> None:
         self._write_json_atomic(self.path("failures", f"{key}.json"), info)
 
+    def read_failure(self, key: str) -> dict[str, Any] | None:
+        path = self.path("failures", f"{key}.json")
+        return json.loads(self._read_bytes(path)) if self._exists(path) else None
+
     def has_failure(self, key: str) -> bool:
         return self._exists(self.path("failures", f"{key}.json"))
 
@@ -198,6 +226,7 @@ class Store:
         """An Optuna search's trials and chosen setting (searches/<key>.json), so a rerun uses
         the same choice instead of searching again."""
         self._write_json_atomic(self.path("searches", f"{key}.json"), record)
+        self.clear_failure(key)
 
     def read_search(self, key: str) -> dict[str, Any] | None:
         path = self.path("searches", f"{key}.json")

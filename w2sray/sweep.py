@@ -1,7 +1,9 @@
 """Execute a plan: one Ray Tune Tuner per stage, each trial a TorchTrainer run; finished runs skip.
 
 A failing run is recorded in the store (failures/<key>.json) and does not stop the others; the
-transfer runs of a weak model whose GT run failed are recorded as failed without launching.
+transfer runs of a weak model whose GT run failed are recorded as failed without launching. A
+search with no successful trial, or no weak labels to search on, is recorded the same way under
+its search key.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from w2sray.runs import Plan, Run, Search, manifest
 from w2sray.spec import SweepSpec
-from w2sray.store import Store
+from w2sray.store import Store, error_line
 
 # A custom resource that trial drivers hold instead of CPUs: with Tune's default of 1 CPU per
 # trial plus 1 per Train worker, concurrent trials on a small node deadlock waiting for CPUs.
@@ -145,10 +147,26 @@ def _failure(run: Run, exc: BaseException | str) -> dict[str, Any]:
     return {**run.describe(), "error": text, "time": time.time()}
 
 
-def _first_line(text: str) -> str:
-    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
-    # the last line of a traceback names the exception; prefer it
-    return lines[-1] if lines else "unknown error"
+def _search_failure(
+    search: Search, msg: str, store: Store, trials: list[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """A failed search's record for failures/<search key>.json: the report lists it like a
+    failed run; the first failed trial's own error (recorded under its run key) says why."""
+    error = msg
+    for t in trials:
+        info = store.read_failure(search.trial_run(t["values"]).key)
+        if info is not None:
+            error = f"{msg}; its first failed trial's error:\n{info['error']}"
+            break
+    b = search.base
+    return {
+        **search.describe(),
+        "kind": "search",
+        "model": b.model["name"],
+        "variant": search.label,
+        "error": error,
+        "time": time.time(),
+    }
 
 
 class _Progress:
@@ -236,7 +254,7 @@ def run_stage(
     for result in grid:
         key = (result.config or {}).get("run_key")
         if result.error is not None and key:
-            failed[key] = _first_line(str(result.error))
+            failed[key] = error_line(result.error)
             if not store.has_failure(key):
                 store.record_failure(key, _failure(by_key[key], str(result.error)))
     return failed
@@ -272,6 +290,9 @@ def run_searches(
         best = best_of(trials)
         if best is None:
             errors[search.key] = f"every trial of search {search.key} failed"
+            store.record_failure(
+                search.key, _search_failure(search, errors[search.key], store, trials)
+            )
             return
         record = {**search.describe(), "trials": trials, "best": best["values"]}
         store.write_search(search.key, record)
@@ -306,6 +327,7 @@ def run_searches(
     for s in searches:
         if s.key not in errors and store.read_search(s.key) is None:
             errors[s.key] = f"search {s.key} did not finish its trials"
+            store.record_failure(s.key, _search_failure(s, errors[s.key], store))
     return errors
 
 
@@ -358,6 +380,7 @@ def execute(
         for s in plan.searches:
             if s not in ready:
                 out.failed[s.key] = f"upstream run {s.base.upstream[0]} has no result"
+                store.record_failure(s.key, _search_failure(s, out.failed[s.key], store))
         todo = [s for s in ready if store.read_search(s.key) is None]
         if todo:
             connect(address)

@@ -35,6 +35,7 @@ def collect(store: Store) -> Tables:
                 ladder.append(name)
         for row in man["runs"]:
             placed.setdefault((row["key"], row.get("method", "")), row)
+    searches = {s["key"] for man in manifests for s in man.get("searches", [])}
     rows: dict[str, dict] = {}
     for (key, _), row in placed.items():
         rows.setdefault(key, row)
@@ -96,7 +97,8 @@ def collect(store: Store) -> Tables:
             "error": f.get("error"),
         }
         for f in store.failures()
-        if f.get("key") in rows and f.get("key") not in metrics
+        if (f.get("key") in rows and f.get("key") not in metrics)
+        or (f.get("key") in searches and store.read_search(f["key"]) is None)
     ]
     return Tables(
         results=pd.DataFrame(results),

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from w2sray.store import error_line
+
 from .pgr import PGRMatrix, add_pgr, pgr_matrices
 from .plots import heatmap, w2s_vs_ceiling
 from .stats import (
@@ -117,14 +119,6 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
-
-
-def _first_line(err: object) -> str:
-    if err is None or (isinstance(err, float) and math.isnan(err)):
-        return "(no error message)"
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    line = lines[0] if lines else "(no error message)"
-    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def _md_cell(m: PGRMatrix, weak: str, strong: str) -> str:
@@ -409,7 +403,8 @@ def _failure_items(failures: pd.DataFrame) -> list[tuple[str, list[str], str]]:
             for v in (r.kind, r.dataset, r.model, r.variant)
             if v is not None and not (isinstance(v, float) and math.isnan(v)) and str(v)
         ]
-        items.append((str(r.run_key), where, _first_line(r.error)))
+        err = r.error if isinstance(r.error, str) else None  # NaN where a record has none
+        items.append((str(r.run_key), where, error_line(err)))
     return items
 
 
