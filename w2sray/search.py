@@ -66,6 +66,16 @@ class MultiSearch(Searcher):
     def set_search_properties(self, metric: Any, mode: Any, config: dict, **spec: Any) -> bool:
         return True  # every search brings its own space
 
+    # Tune checkpoints a searcher for Tuner.restore; w2sray never restores a search Tuner. A
+    # finished search is stored (searches/<key>.json); an interrupted one starts again, and a
+    # trial whose setting was already trained (the seeded sampler repeats its first points) is a
+    # content-keyed run that the store skips.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         keys = list(self.searches)
         if not any(self.left.values()):
