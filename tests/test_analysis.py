@@ -322,9 +322,28 @@ def test_report_pgr_by_pair_and_method(tmp_path, results, gt, failures):
     md = (tmp_path / "summary.md").read_text()
     section = md.split("## PGR by pair and method")[1].split("## PGR matrices")[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
-    assert lines[0] == f"| weak → strong | {LOGCONF} | {XENT} |"
-    assert lines[2] == "| tiny → base | 0.75 [0.70, 0.80] | 0.45 [0.40, 0.50] |"
-    assert lines[3] == "| tiny → huge | 0.90 [0.90, 0.90] | 0.65 [0.55, 0.75] |"
-    assert lines[4] == "| base → huge | 0.70 [0.60, 0.80] | -0.20 (n=1) |"
+    assert lines[0] == f"| weak → strong | gap | {LOGCONF} | {XENT} |"
+    assert lines[2] == "| tiny → base | +0.10 | 0.75 [0.70, 0.80] | 0.45 [0.40, 0.50] |"
+    assert lines[3] == "| tiny → huge | +0.20 | 0.90 [0.90, 0.90] | 0.65 [0.55, 0.75] |"
+    assert lines[4] == "| base → huge | +0.10 | 0.70 [0.60, 0.80] | -0.20 (n=1) |"
+    assert "‡" not in section  # no pair has an inverted gap
     html = (tmp_path / "report.html").read_text()
     assert "PGR by pair and method" in html and "0.75 [0.70, 0.80]" in html
+
+
+def test_report_flags_pairs_whose_ceiling_is_not_above_the_weak_model(tmp_path, gt, failures):
+    """A seed whose strong ceiling is below its weak model (an inverted ladder, as a tiny model
+    that failed to train gives) is counted beside the pair's PGR, with the legend saying why."""
+    rows = [
+        _row(XENT, "tiny", "base", 0, 0.60, 0.70, 0.65),  # gap +0.10, PGR 0.5
+        _row(XENT, "tiny", "base", 1, 0.62, 0.58, 0.66),  # gap -0.04, PGR -1.0
+        _row(XENT, "tiny", "huge", 0, 0.60, 0.80, 0.75),  # gap +0.20
+    ]
+    write_report(pd.DataFrame(rows), gt, failures, LADDER, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    section = md.split("## PGR by pair and method")[1].split("## PGR matrices")[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    assert lines[2] == "| tiny → base | +0.03 (1/2 seeds ≤ 0) ‡ | -0.25 [-1.00, 0.50] † |"
+    assert lines[3] == "| tiny → huge | +0.20 | 0.75 (n=1) |"
+    assert "‡ In some seeds the strong model's ceiling is not above" in section
+    assert "(1/2 seeds ≤ 0) ‡" in (tmp_path / "report.html").read_text()

@@ -201,14 +201,45 @@ def _overview_table(matrices: list[PGRMatrix]) -> Table:
 
 BY_PAIR_NOTE = (
     "Per (weak, strong) pair, each method's PGR on test accuracy: mean over seeds and its 95% "
-    "bootstrap CI over seeds (†: the CI includes 0; (n=1): a single seed, no CI)."
+    "bootstrap CI over seeds (†: the CI includes 0; (n=1): a single seed, no CI). The gap "
+    "column is the ground-truth gap the PGR divides by, ceiling minus weak accuracy, mean over "
+    "seeds."
+)
+INVERTED = "‡"
+INVERTED_NOTE = (
+    f"{INVERTED} In some seeds the strong model's ceiling is not above the weak model's "
+    "accuracy (k/n seeds): there is no gap to recover, and those seeds' PGR, whose sign flips, "
+    "says nothing about weak-to-strong generalization."
 )
 
 
-def _by_pair_tables(stats: pd.DataFrame, ladder: list[str]) -> list[tuple[str, Table]]:
-    """Per dataset: rows are pairs in ladder order, columns methods, cells mean [CI]."""
+def _gap_cells(table: pd.DataFrame) -> dict[tuple[str, str, str], str]:
+    """(dataset, weak, strong) -> mean ceiling - weak accuracy over seeds, flagging pairs
+    whose gap is <= 0 in some seed. One value per seed: the GT runs are shared by methods."""
+    if table.empty:
+        return {}
+    per_seed = table.drop_duplicates(["dataset", "weak", "strong", "seed"])
+    out = {}
+    for (dataset, weak, strong), g in per_seed.groupby(["dataset", "weak", "strong"]):
+        gaps = (g["ceiling_acc"] - g["weak_acc"]).dropna()
+        if gaps.empty:
+            continue
+        bad = int((gaps <= 0).sum())
+        text = f"{gaps.mean():+.2f}"
+        out[(str(dataset), str(weak), str(strong))] = (
+            f"{text} ({bad}/{len(gaps)} seeds ≤ 0) {INVERTED}" if bad else text
+        )
+    return out
+
+
+def _by_pair_tables(
+    stats: pd.DataFrame, table: pd.DataFrame, ladder: list[str]
+) -> list[tuple[str, Table]]:
+    """Per dataset: rows are pairs in ladder order, columns the GT gap then methods, cells
+    mean [CI]."""
     if stats.empty:
         return []
+    gaps = _gap_cells(table)
     st = stats[stats["metric"] == "pgr"]
     rank = {m: i for i, m in enumerate(ladder)}
     out = []
@@ -222,7 +253,7 @@ def _by_pair_tables(stats: pd.DataFrame, ladder: list[str]) -> list[tuple[str, T
         cells = {(r.weak, r.strong, str(r.variant)): r for r in d.itertuples(index=False)}
         rows = []
         for w, s_ in pairs:
-            row = [f"{w} → {s_}"]
+            row = [f"{w} → {s_}", gaps.get((str(dataset), str(w), str(s_)), "n/a")]
             for v in variants:
                 r = cells.get((w, s_, v))
                 if r is None or int(r.n) == 0:
@@ -232,7 +263,7 @@ def _by_pair_tables(stats: pd.DataFrame, ladder: list[str]) -> list[tuple[str, T
                 else:
                     row.append(f"{_fmt(r.mean)} {_ci_text(r)}")
             rows.append(row)
-        out.append((str(dataset), (["weak → strong", *variants], rows)))
+        out.append((str(dataset), (["weak → strong", "gap", *variants], rows)))
     return out
 
 
@@ -299,13 +330,15 @@ def _ci_text(r) -> str:
 
 
 def _legend(t: Table) -> list[str]:
-    # The legend line, only under a table that has a marked cell.
-    return [LEGEND] if any(c.endswith(DAGGER) for r in t[1] for c in r) else []
+    # The legend lines, only under a table that has a marked cell.
+    cells = [c for r in t[1] for c in r]
+    return [LEGEND] * any(c.endswith(DAGGER) for c in cells) + [INVERTED_NOTE] * any(
+        c.endswith(INVERTED) for c in cells
+    )
 
 
 def _md_block(t: Table) -> list[str]:
-    legend = _legend(t)
-    return _md_render(t) + [""] + (legend + [""] if legend else [])
+    return _md_render(t) + [""] + [x for line in _legend(t) for x in (line, "")]
 
 
 def _pair(r) -> str:
@@ -493,7 +526,7 @@ def _html_report(
             f'<p class="note">{_h(OVERVIEW_NOTE)}</p>',
             _html_table(_overview_table(matrices)),
         ]
-        by_pair = _by_pair_tables(stats, ladder)
+        by_pair = _by_pair_tables(stats, table, ladder)
         if by_pair:
             p += ["<h2>PGR by pair and method</h2>", f'<p class="note">{_h(BY_PAIR_NOTE)}</p>']
             for dataset, t in by_pair:
@@ -645,7 +678,7 @@ def write_report(
     else:
         n_undef = int(table["pgr"].isna().sum())
         md += _overview_section(matrices)
-        by_pair = _by_pair_tables(stats, ladder)
+        by_pair = _by_pair_tables(stats, table, ladder)
         if by_pair:
             md += ["## PGR by pair and method", "", BY_PAIR_NOTE, ""]
             for dataset, t in by_pair:
