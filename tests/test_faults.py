@@ -71,8 +71,8 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
         "name": "faults",
         "storage": str(tmp_path / "store"),
         "datasets": [{"name": "synthetic", "n_gt": 2048, "n_weak": 256, "n_test": 200}],
-        # the first GT run (w2s-tiny-3, 64 steps, ZeRO-3 on 2 workers) is the one that gets
-        # killed; the others run on one worker, fast
+        # only the first GT run (w2s-tiny-3, 64 steps, ZeRO-3 on 2 workers) is trained: the
+        # one that gets killed
         "models": [
             {
                 "name": "a",
@@ -85,7 +85,6 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
         "seeds": [0],
         "train": {"epochs": 1, "batch_size": 32, "max_length": 24},
         "resources": {"workers": 1, "max_failures": 1, "checkpoint_every": 4},
-        "max_concurrent_trials": 1,  # one run at a time: the killed worker is surely its own
     }
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
@@ -103,7 +102,7 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
         daemon=True,
     )
     killer.start()
-    outcome = execute(spec, plan, store, printer=lambda s: None)
+    outcome = execute(spec, Plan(gt=(target,), transfer=()), store, printer=lambda s: None)
     killer.join(timeout=5)
 
     assert "pid" in found, f"worker never killed: {found}"
@@ -112,7 +111,7 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
         psutil.STATUS_DEAD,
     )
     assert outcome.failed == {}
-    assert all(store.is_complete(r.key) for r in plan.all_runs())
+    assert outcome.done == [target.key]
     m = store.read_json(target.key, "metrics.json")
     assert (m["steps"], m["workers"], m["zero_stage"]) == (64, workers, 3)
     assert 4 <= m["resumed_from_step"] < 64 and m["resumed_from_step"] % 4 == 0
@@ -136,7 +135,3 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
     assert m["acc"] == clean.read_json(target.key, "metrics.json")["acc"]
     assert m["train_loss"] == clean.read_json(target.key, "metrics.json")["train_loss"]
     print(f"resumed from step {m['resumed_from_step']}; {found}")
-    # the other runs never restarted
-    for run in plan.all_runs():
-        if run.key != target.key:
-            assert store.read_json(run.key, "metrics.json")["resumed_from_step"] == 0
