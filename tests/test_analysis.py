@@ -337,13 +337,20 @@ def test_report_flags_pairs_whose_ceiling_is_not_above_the_weak_model(tmp_path, 
     rows = [
         _row(XENT, "tiny", "base", 0, 0.60, 0.70, 0.65),  # gap +0.10, PGR 0.5
         _row(XENT, "tiny", "base", 1, 0.62, 0.58, 0.66),  # gap -0.04, PGR -1.0
-        _row(XENT, "tiny", "huge", 0, 0.60, 0.80, 0.75),  # gap +0.20
+        _row(XENT, "tiny", "huge", 0, 0.60, 0.80, 0.75),  # gap +0.20, PGR 0.75
+        # the same pair and seed from another sweep in the store, with GT runs of its own
+        {
+            **_row(XENT, "tiny", "huge", 0, 0.60, 0.70, 0.675),  # gap +0.10, PGR 0.75
+            "weak_key": "gt-tiny-0-other",
+            "ceiling_key": "gt-huge-0-other",
+            "run_key": "t-other",
+        },
     ]
     write_report(pd.DataFrame(rows), gt, failures, LADDER, tmp_path)
     md = (tmp_path / "summary.md").read_text()
     section = md.split("## PGR by pair and method")[1].split("## PGR matrices")[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
     assert lines[2] == "| tiny → base | +0.03 (1/2 seeds ≤ 0) ‡ | -0.25 [-1.00, 0.50] † |"
-    assert lines[3] == "| tiny → huge | +0.20 | 0.75 (n=1) |"
+    assert lines[3].startswith("| tiny → huge | +0.15 | 0.75 ")  # both sweeps' GT gaps
     assert "‡ In some seeds the strong model's ceiling is not above" in section
     assert "(1/2 seeds ≤ 0) ‡" in (tmp_path / "report.html").read_text()

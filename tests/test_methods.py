@@ -360,3 +360,30 @@ def test_a_failed_search_is_listed_with_its_trials_error_until_it_succeeds(tmp_p
     store.write_search(s.key, {**s.describe(), "trials": [], "best": {"alpha_max": 0.5}})
     assert s.key not in {f["key"] for f in store.failures()}
     assert collect(store).failures.empty
+
+
+def test_a_search_without_weak_labels_is_recorded_failed_unless_it_has_a_record(tmp_path):
+    """Through execute(): a search whose weak GT run has no result is recorded under its key;
+    one that was already searched is not (nothing would ever clear that failure), and its
+    selected run is the one blocked. Nothing here can run, so no Ray cluster starts."""
+    from w2sray.runs import Plan
+    from w2sray.store import Store
+    from w2sray.sweep import execute
+
+    method = {"name": "tpe", "loss": "logconf", "search": {"space": {"alpha_max": [0.2, 0.8]}}}
+    spec = parse_spec(copy.deepcopy(raw(method)), "m.yaml")
+    s = plan_sweep(spec).searches[0]
+    store = Store(str(tmp_path / "store"))
+    only_search = Plan(gt=(), transfer=(), searches=(s,))
+
+    out = execute(spec, only_search, store, printer=lambda m: None)
+    assert list(out.failed) == [s.key] and "upstream" in out.failed[s.key]
+    assert store.read_failure(s.key)["kind"] == "search"
+
+    best = {"alpha_max": 0.5}
+    store.write_search(s.key, {**s.describe(), "trials": [], "best": best})
+    assert store.read_failure(s.key) is None  # a stored result clears it
+    out = execute(spec, only_search, store, printer=lambda m: None)
+    selected = s.final_run(best)
+    assert list(out.failed) == [selected.key] and out.searched == [s.key]
+    assert [f["key"] for f in store.failures()] == [selected.key]

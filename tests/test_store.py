@@ -275,14 +275,43 @@ def test_manifests_round_trip(tmp_path):
             "OSError: no weights\n\n",
             "OSError: no weights",
         ),
-        # Ray Train's wrapper: its message, then the worker's exception (the last one)
+        # Ray Train's error as Tune's result holds it: its message, then the worker's exception
         (
             "Training failed due to worker errors:\n[Rank 0 Error Snippet]:\n"
-            'ray::f() (pid=1)\n  File "l.py", line 2\nray.train.WorkerGroupError: x\n'
-            "ValueError: bad",
+            'ray::ImplicitFunc.train() (pid=1)\n  File "l.py", line 2\n    f()\nValueError: bad',
             "Training failed due to worker errors: ValueError: bad",
         ),
+        # ... and as a trial's traceback records it: the worker's exception, not the wrapper's
+        (
+            'Traceback (most recent call last):\n  File "sweep.py", line 132, in _trial\n'
+            "    build_trainer(run).fit()\n"
+            "ray.train.WorkerGroupError: Training failed due to worker errors:\n"
+            "[Rank 0 Error Snippet]:\nray::ImplicitFunc.train() (pid=1)\n"
+            '  File "loop.py", line 273\n    loaded = load_model(\nOSError: no weights\n',
+            "OSError: no weights",
+        ),
         ("RuntimeError: CUDA out of memory\n  detail", "RuntimeError: CUDA out of memory"),
+        # a killed worker: Ray's ActorDiedError lists indented "field: value" lines after it
+        (
+            'Traceback (most recent call last):\n  File "t.py", line 9, in f\n'
+            "ray.exceptions.ActorDiedError: The actor died unexpectedly.\n"
+            "\tclass_name: RayTrainWorker\n\tpid: 123\n\tip: 127.0.0.1\n",
+            "ray.exceptions.ActorDiedError: The actor died unexpectedly.",
+        ),
+        # a message over several lines: its first line
+        (
+            'Traceback (most recent call last):\n  File "t.py", line 2\n'
+            "RuntimeError: bad config:\nlr: 0.1\n",
+            "RuntimeError: bad config:",
+        ),
+        # chained: the last traceback's exception, even one without a message
+        (
+            'Traceback (most recent call last):\n  File "a.py", line 1\nValueError: x\n\n'
+            "During handling of the above exception, another exception occurred:\n\n"
+            'Traceback (most recent call last):\n  File "b.py", line 5\n    assert ok\n'
+            "AssertionError\n",
+            "AssertionError",
+        ),
         (None, "(no error message)"),
         ("  \n", "(no error message)"),
         ("x" * 400, "x" * 297 + "..."),

@@ -34,25 +34,31 @@ import pyarrow.parquet as pq
 DONE = "DONE.json"
 
 
-# "OSError: ...", "ray.exceptions.RayTaskError(ValueError): ..." -- a traceback's exception line
+# "OSError: ...", "ray.exceptions.RayTaskError(ValueError): ..." -- an exception line, which a
+# traceback prints unindented (Ray's "\tpid: 123" detail lines are indented)
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]+\))?: \S")
 
 
 def error_line(error: object, limit: int = 300) -> str:
-    """The one line of a recorded error worth showing: for a traceback, its (last) exception
-    line, after any message that precedes the traceback; otherwise the first line."""
-    lines = [ln.strip() for ln in str(error or "").strip().splitlines() if ln.strip()]
+    """The one line of a recorded error worth showing: for a traceback, the exception line
+    after its last frame (the last of chained tracebacks), after any message that precedes
+    the traceback; otherwise the first line."""
+    lines = [ln.rstrip() for ln in str(error or "").strip().splitlines() if ln.strip()]
     if not lines:
         return "(no error message)"
     frames = [
-        i for i, ln in enumerate(lines) if ln.startswith(("Traceback (most recent", 'File "'))
+        i
+        for i, ln in enumerate(lines)
+        if ln.lstrip().startswith(("Traceback (most recent", 'File "'))
     ]
     if not frames:
-        line = lines[0]
+        line = lines[0].strip()
     else:
-        tail = [ln for ln in lines[frames[0] :] if _EXCEPTION_LINE.match(ln)]
-        exc = tail[-1] if tail else lines[-1]
-        line = f"{lines[0]} {exc}" if frames[0] > 0 else exc
+        after = [ln for ln in lines[frames[-1] + 1 :] if not ln[0].isspace()]
+        named = [ln for ln in after if _EXCEPTION_LINE.match(ln)]
+        # the first unindented line after the frames; one without ": " is a bare exception
+        exc = (named or after or lines[-1:])[0].strip()
+        line = f"{lines[0].strip()} {exc}" if frames[0] > 0 else exc
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

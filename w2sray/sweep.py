@@ -156,7 +156,7 @@ def _search_failure(
     for t in trials:
         info = store.read_failure(search.trial_run(t["values"]).key)
         if info is not None:
-            error = f"{msg}; its first failed trial's error:\n{info['error']}"
+            error = f"{msg}; its first failed trial's error:\n{info.get('error')}"
             break
     b = search.base
     return {
@@ -378,7 +378,9 @@ def execute(
     if plan.searches:
         ready = [s for s in plan.searches if store.is_complete(s.base.upstream[0])]
         for s in plan.searches:
-            if s not in ready:
+            # A search already stored is not failed (nothing would clear that record): its
+            # selected run is the one blocked, below.
+            if s not in ready and store.read_search(s.key) is None:
                 out.failed[s.key] = f"upstream run {s.base.upstream[0]} has no result"
                 store.record_failure(s.key, _search_failure(s, out.failed[s.key], store))
         todo = [s for s in ready if store.read_search(s.key) is None]
@@ -386,9 +388,13 @@ def execute(
             connect(address)
             out.failed.update(run_searches(todo, store, spec, printer))
         else:
-            printer(f"[search] nothing to run ({len(plan.searches)} searches already done)")
+            blocked = sum(1 for s in plan.searches if s.key in out.failed)
+            printer(
+                f"[search] nothing to run ({len(plan.searches) - blocked} searches stored, "
+                f"{blocked} blocked)"
+            )
         selected = []
-        for s in ready:
+        for s in plan.searches:
             record = store.read_search(s.key)
             if record is not None:
                 out.searched.append(s.key)

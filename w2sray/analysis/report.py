@@ -215,10 +215,12 @@ INVERTED_NOTE = (
 
 def _gap_cells(table: pd.DataFrame) -> dict[tuple[str, str, str], str]:
     """(dataset, weak, strong) -> mean ceiling - weak accuracy over seeds, flagging pairs
-    whose gap is <= 0 in some seed. One value per seed: the GT runs are shared by methods."""
+    whose gap is <= 0 in some seed."""
     if table.empty:
         return {}
-    per_seed = table.drop_duplicates(["dataset", "weak", "strong", "seed"])
+    # One value per (weak GT run, ceiling GT run): the methods of a sweep share them, while
+    # sweeps in one store with other data or settings have GT runs of their own.
+    per_seed = table.drop_duplicates(["dataset", "weak", "strong", "weak_key", "ceiling_key"])
     out = {}
     for (dataset, weak, strong), g in per_seed.groupby(["dataset", "weak", "strong"]):
         gaps = (g["ceiling_acc"] - g["weak_acc"]).dropna()
