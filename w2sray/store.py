@@ -104,6 +104,9 @@ class Store:
         with self.fs.open_input_stream(path) as fh:
             return fh.read()
 
+    def _read_json_or_none(self, path: str) -> Any:
+        return json.loads(self._read_bytes(path)) if self._exists(path) else None
+
     def _exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
@@ -202,8 +205,7 @@ class Store:
         self._write_json_atomic(self.path("failures", f"{key}.json"), info)
 
     def read_failure(self, key: str) -> dict[str, Any] | None:
-        path = self.path("failures", f"{key}.json")
-        return json.loads(self._read_bytes(path)) if self._exists(path) else None
+        return self._read_json_or_none(self.path("failures", f"{key}.json"))
 
     def has_failure(self, key: str) -> bool:
         return self._exists(self.path("failures", f"{key}.json"))
@@ -235,8 +237,7 @@ class Store:
         self.clear_failure(key)
 
     def read_search(self, key: str) -> dict[str, Any] | None:
-        path = self.path("searches", f"{key}.json")
-        return json.loads(self._read_bytes(path)) if self._exists(path) else None
+        return self._read_json_or_none(self.path("searches", f"{key}.json"))
 
     def manifests(self) -> list[dict[str, Any]]:
         sel = pafs.FileSelector(self.path("sweeps"), allow_not_found=True)

@@ -376,17 +376,20 @@ def execute(
     for name, runs in plan.stages:
         stage(name, runs)
     if plan.searches:
-        ready = [s for s in plan.searches if store.is_complete(s.base.upstream[0])]
+        records = {s.key: store.read_search(s.key) for s in plan.searches}
+        todo = []
         for s in plan.searches:
-            # A search already stored is not failed (nothing would clear that record): its
-            # selected run is the one blocked, below.
-            if s not in ready and store.read_search(s.key) is None:
+            if records[s.key] is not None:
+                continue  # searched before: its selected run is blocked below if need be
+            if store.is_complete(s.base.upstream[0]):
+                todo.append(s)
+            else:  # recorded failed; a stored search never is (nothing would clear that)
                 out.failed[s.key] = f"upstream run {s.base.upstream[0]} has no result"
                 store.record_failure(s.key, _search_failure(s, out.failed[s.key], store))
-        todo = [s for s in ready if store.read_search(s.key) is None]
         if todo:
             connect(address)
             out.failed.update(run_searches(todo, store, spec, printer))
+            records.update({s.key: store.read_search(s.key) for s in todo})
         else:
             blocked = sum(1 for s in plan.searches if s.key in out.failed)
             printer(
@@ -395,10 +398,9 @@ def execute(
             )
         selected = []
         for s in plan.searches:
-            record = store.read_search(s.key)
-            if record is not None:
+            if records[s.key] is not None:
                 out.searched.append(s.key)
-                selected.append(s.final_run(record["best"]))
+                selected.append(s.final_run(records[s.key]["best"]))
         store.write_manifest(spec.name, manifest(spec, plan, selected))
         stage("selected", list({r.key: r for r in selected}.values()))
     out.wall_seconds = time.time() - t0
