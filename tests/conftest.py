@@ -20,6 +20,18 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _digest_cache(tmp_path_factory):
+    """Content digests (w2sray/digests.py) are cached in a session folder, not the user's."""
+    old = os.environ.get("W2SRAY_CACHE_DIR")
+    os.environ["W2SRAY_CACHE_DIR"] = str(tmp_path_factory.mktemp("w2sray-cache"))
+    yield
+    if old is None:
+        os.environ.pop("W2SRAY_CACHE_DIR", None)
+    else:
+        os.environ["W2SRAY_CACHE_DIR"] = old
+
+
 def pytest_collection_modifyitems(config, items):
     """Run the tests that use the shared Ray cluster last: several other tests assert that a
     command did not start Ray, which they cannot see once the session cluster is up."""

@@ -297,13 +297,22 @@ def test_hub_loader_without_datasets_package(monkeypatch):
         DATASETS["sciq"].load(10, 0)
 
 
-def test_every_hub_formatter_documents_its_hub_schema():
-    from w2sray.data import formatters
-
-    for name, task in HUB_TASKS.items():
-        # Row formatters document the schema; constructed tasks do it in their *_example.
-        fn = task.format_row or getattr(formatters, f"{name}_example")
-        assert task.hub_id in (fn.__doc__ or "") and "schema" in fn.__doc__, name
+def test_every_hub_task_formats_rows_of_its_hub_schema():
+    rows = {
+        "sst2": [{"idx": i, "sentence": f"s{i}", "label": i % 2} for i in range(12)],
+        "amazon_polarity": [
+            {"label": i % 2, "title": f"t{i}", "content": f"c{i}"} for i in range(12)
+        ],
+        "boolq": [{"question": f"q{i}", "answer": i % 2 == 0, "passage": "p"} for i in range(12)],
+        "sciq": sciq_rows(12),
+        "cosmos_qa": cosmos_rows(12),
+        "anthropic_hh": hh_rows(12),
+    }
+    assert set(rows) == set(HUB_TASKS)  # a new hub task needs rows of its schema here
+    for name, task_rows in rows.items():
+        texts, labels = examples_from_rows(name, task_rows, 12, seed=0)
+        assert len(set(texts)) == 12 and all(t.strip() for t in texts), name
+        assert Counter(labels) == {0: 6, 1: 6}, name
 
 
 # ------------------------------------------------------------------------------------------------

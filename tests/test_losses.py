@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from w2sray.losses import (
     get_loss,
     harden_to_balance,
     register_loss,
+    resolved_loss_params,
     validate_loss_params,
 )
 
@@ -395,9 +397,32 @@ def test_registry_has_all_losses_with_complete_defaults():
         assert set(extra) == set(defaults)
 
 
-def test_loss_spec_is_frozen():
-    with pytest.raises(AttributeError):
-        get_loss("xent").name = "other"  # type: ignore[misc]
+def test_resolved_params_are_what_compute_loss_runs_with(monkeypatch):
+    """Defaults are merged in one place (resolved_loss_params, also hashed into run keys), read
+    from the registry when called: a changed default changes both the loss and the key."""
+    assert resolved_loss_params("xent", None) == {}
+    assert resolved_loss_params("logconf", {"alpha_max": 1}) == {
+        "alpha_max": 1.0,
+        "warmup_frac": 0.2,
+    }
+    with pytest.raises(KeyError, match="nope"):
+        resolved_loss_params("nope", {})
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(8, 2, generator=gen)
+    targets = torch.softmax(torch.randn(8, 2, generator=gen), dim=-1)
+
+    def loss(params: dict) -> torch.Tensor:
+        return compute_loss("logconf", logits, targets, 1.0, params)
+
+    default, strong = loss({}), loss({"alpha_max": 1.0})
+    assert torch.equal(default, loss(resolved_loss_params("logconf", {})))
+    assert not torch.equal(default, strong)
+    spec = get_loss("logconf")
+    monkeypatch.setitem(
+        LOSSES, "logconf", replace(spec, defaults={**spec.defaults, "alpha_max": 1.0})
+    )
+    assert torch.equal(loss({}), strong)
+    assert resolved_loss_params("logconf", {})["alpha_max"] == 1.0
 
 
 def test_get_loss_unknown_lists_known_names():
@@ -422,7 +447,7 @@ def test_register_loss_adds_and_rejects_duplicates():
         def _fn(logits, targets, step_frac, scale=2.0):
             return logits.float().sum() * scale
 
-        assert get_loss(name).fn is _fn
+        assert get_loss(name).fn is _fn and get_loss(name).version == 1
         got = compute_loss(name, torch.ones(2, 2), torch.full((2, 2), 0.5), 0.0, {})
         assert got.item() == pytest.approx(8.0)
         with pytest.raises(ValueError, match="already registered"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import replace
 from itertools import combinations
@@ -11,6 +10,7 @@ from itertools import combinations
 import pytest
 import yaml
 
+from w2sray import runs as runs_mod
 from w2sray.data import DATASETS, DatasetEntry
 from w2sray.runs import RESULT_VERSION, Run, manifest, plan_sweep
 from w2sray.spec import parse_spec
@@ -97,26 +97,9 @@ def test_keys_stable_across_parses_and_files(tmp_path):
     assert len(keys) == len(set(keys))
 
 
-def _independent_key(run: Run) -> str:
-    content = {
-        "version": RESULT_VERSION,
-        "kind": run.kind,
-        "dataset": run.dataset,
-        "model": {k: v for k, v in run.model.items() if k != "name"},
-        "loss": run.loss,
-        "loss_params": run.loss_params,
-        "train": run.train,
-        "seed": run.seed,
-        "upstream": list(run.upstream),
-    }
-    blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return f"{run.kind}-{hashlib.sha256(blob.encode()).hexdigest()[:20]}"
-
-
-def test_key_is_pure_function_of_content():
+def test_key_is_pure_function_of_content(monkeypatch):
     plan = plan_of(base_raw())
     for r in plan.all_runs():
-        assert r.key == _independent_key(r)
         # Same content, different non-content fields -> same key.
         other = replace(
             r,
@@ -142,6 +125,11 @@ def test_key_is_pure_function_of_content():
         assert r.key.startswith(f"{r.kind}-")
         config = r.to_config()
         assert config["key"] == r.key and config["content"] == r.content()
+    # The whole training loop's version is in every key.
+    keys = {r.key for r in plan.all_runs()}
+    monkeypatch.setattr(runs_mod, "RESULT_VERSION", RESULT_VERSION + 1)
+    bumped = {r.key for r in plan.all_runs()}
+    assert len(bumped) == len(keys) and not bumped & keys
 
 
 # ------------------------------------------------------------------------------------------------

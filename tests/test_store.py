@@ -129,14 +129,15 @@ def test_write_over_complete_run_is_refused_and_untouched(tmp_path):
 
 
 def _race(store: Store, n: int = 8) -> tuple[list[bool], list[BaseException]]:
+    """Results by writer: results[i] is what writer i (tag ``w{i}``) got from write_run."""
     barrier = threading.Barrier(n)
-    results: list[bool] = []
+    results: list[bool] = [False] * n
     errors: list[BaseException] = []
 
     def writer(i: int) -> None:
         barrier.wait()
         try:
-            results.append(store.write_run(KEY, artifacts(f"w{i}")))
+            results[i] = store.write_run(KEY, artifacts(f"w{i}"))
         except BaseException as exc:  # reported by the test
             errors.append(exc)
 
@@ -163,6 +164,7 @@ def test_concurrent_writers_exactly_one_wins(tmp_path):
         assert errors == []
         assert sorted(results) == [False] * 7 + [True]
         _consistent(store)
+        assert results[int(store.read_json(KEY, "config.json")["tag"][1:])] is True
         assert leftovers(store) == []
         assert store.run_keys() == [KEY]
 
@@ -178,8 +180,9 @@ def test_concurrent_writers_over_corrupt_leftover(tmp_path):
         (d / "metrics.json").write_bytes(b"half")
         results, errors = _race(store)
         assert errors == []
-        assert True in results
         _consistent(store)
+        # The writer whose copy is stored was told it succeeded.
+        assert results[int(store.read_json(KEY, "config.json")["tag"][1:])] is True
         assert leftovers(store) == []
 
 

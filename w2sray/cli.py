@@ -16,6 +16,8 @@ EPILOG = """examples:
   w2sray run sweeps/quickstart.yaml             run the sweep on a local Ray cluster, then report
   w2sray run SPEC --store s3://bucket/w2s       keep results in object storage
   w2sray run SPEC --address auto                join a running Ray cluster (RAY_ADDRESS works too)
+  w2sray run SPEC --model-dir /tmp/ladder/models
+                                                hub models from local copies (W2SRAY_MODEL_DIR)
   w2sray report w2s_results/quickstart          rebuild the PGR report from a store
 """
 
@@ -40,10 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         help="Ray cluster address to join (default: RAY_ADDRESS or a new local cluster)",
     )  # noqa: E501
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    _model_dir_option(run)
 
     plan = sub.add_parser("plan", help="list the runs of a sweep and their status; runs nothing")
     plan.add_argument("spec", help="sweep spec YAML")
     plan.add_argument("--store", help="results location; overrides the spec")
+    _model_dir_option(plan)
     plan.add_argument(
         "--gpu-mem",
         type=float,
@@ -66,11 +70,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(path: str, store: str | None) -> SweepSpec:
+def _model_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model-dir",
+        metavar="DIR",
+        help="local copies of the spec's hub models: hub id org/name loads from DIR/org/name "
+        "or DIR/name where that folder has a config.json (default: $W2SRAY_MODEL_DIR); the "
+        "plan lists what resolved",
+    )
+
+
+def _load(path: str, store: str | None, model_dir: str | None = None) -> SweepSpec:
     spec = load_spec(path, storage_override=store)
     target = Path(spec.storage)
     if "://" not in spec.storage and target.exists() and not target.is_dir():
         raise SpecError(path, [f"storage: {spec.storage!r} exists and is not a directory"])
+    from w2sray.model_dir import apply_model_dir, describe, model_dir_from
+
+    folder, origin = model_dir_from(model_dir)
+    if folder:
+        try:
+            spec, report = apply_model_dir(spec, folder)
+        except ValueError as exc:
+            raise SpecError(path, [f"{origin}: {exc}"]) from None
+        print("\n".join(describe(report, folder, origin)), flush=True)
     return spec
 
 
@@ -85,7 +108,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     ):
         print("error: --gpu-mem must be > 0, --gpus-per-node and --max-nodes >= 1", file=sys.stderr)
         return 2
-    spec = _load(args.spec, args.store)
+    spec = _load(args.spec, args.store, args.model_dir)
     plan = plan_sweep(spec)
     store = Store(spec.storage)
     failed = {f.get("key") for f in store.failures()}
@@ -246,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from w2sray.runs import plan_sweep
     from w2sray.sweep import execute
 
-    spec = _load(args.spec, args.store)
+    spec = _load(args.spec, args.store, args.model_dir)
     plan = plan_sweep(spec)
     store = Store(spec.storage)
     print(

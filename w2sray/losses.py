@@ -32,6 +32,7 @@ __all__ = [
     "harden_to_balance",
     "logconf_alpha",
     "register_loss",
+    "resolved_loss_params",
     "validate_loss_params",
 ]
 
@@ -41,18 +42,20 @@ _EPS = 1e-12
 
 @dataclass(frozen=True)
 class LossSpec:
-    """A registered loss: its name, function, parameter defaults and a one-line description."""
+    """A registered loss: its name, function, parameter defaults, a one-line description and
+    its result version (part of every run key that uses it)."""
 
     name: str
     fn: Callable[..., torch.Tensor]  # fn(logits, targets, step_frac, **params) -> scalar tensor
     defaults: dict[str, float]  # every parameter the loss accepts, with its default
     doc: str
+    # Bump when a code change alters results of this entry: only its runs' keys change.
+    version: int = 1
 
 
 LOSSES: dict[str, LossSpec] = {}
 
-# Allowed closed interval per parameter, per loss; kept apart from LossSpec so that its fields stay
-# exactly the four the other modules rely on.
+# Allowed closed interval per parameter, per loss (validation only, not part of run keys).
 _BOUNDS: dict[str, dict[str, tuple[float, float]]] = {}
 
 
@@ -62,11 +65,14 @@ def register_loss(
     doc: str,
     *,
     bounds: dict[str, tuple[float, float]] | None = None,
+    version: int = 1,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]:
     """Return a decorator that registers ``fn`` in :data:`LOSSES` under ``name``.
 
     ``bounds`` optionally maps parameter names to a closed ``(low, high)`` interval that
-    :func:`validate_loss_params` enforces. A duplicate ``name`` raises ``ValueError``.
+    :func:`validate_loss_params` enforces. ``version`` is hashed into the key of every run using
+    the loss: bump it when a code change alters the loss's results. A duplicate ``name`` raises
+    ``ValueError``.
     """
     if name in LOSSES:
         raise ValueError(f"loss {name!r} is already registered")
@@ -79,7 +85,7 @@ def register_loss(
         # Checked again here: two decorators could be created before either is applied.
         if name in LOSSES:
             raise ValueError(f"loss {name!r} is already registered")
-        LOSSES[name] = LossSpec(name=name, fn=fn, defaults=dict(defaults), doc=doc)
+        LOSSES[name] = LossSpec(name=name, fn=fn, defaults=dict(defaults), doc=doc, version=version)
         _BOUNDS[name] = bounds
         return fn
 
@@ -134,6 +140,14 @@ def validate_loss_params(name: str, params: dict[str, object]) -> list[str]:
     return problems
 
 
+def resolved_loss_params(name: str, params: dict[str, object] | None = None) -> dict[str, float]:
+    """The parameters loss ``name`` runs with: its registered defaults, overridden by ``params``
+    (as floats). What :func:`compute_loss` passes to the loss, and what a run's key hashes, so
+    changing a default changes the keys of the runs that rely on it. Unknown loss: KeyError."""
+    spec = get_loss(name)
+    return {**spec.defaults, **{k: float(v) for k, v in (params or {}).items()}}  # type: ignore[arg-type]
+
+
 def compute_loss(
     name: str,
     logits: torch.Tensor,
@@ -156,8 +170,7 @@ def compute_loss(
             f"logits and targets must both be [B, C]; got {tuple(logits.shape)} "
             f"and {tuple(targets.shape)}"
         )
-    merged = {**spec.defaults, **{k: float(v) for k, v in params.items()}}  # type: ignore[arg-type]
-    return spec.fn(logits, targets, float(step_frac), **merged)
+    return spec.fn(logits, targets, float(step_frac), **resolved_loss_params(name, params))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,9 +1,19 @@
 """Runs: immutable, content-keyed training jobs, and the plan (stages) a spec expands to.
 
-A run's key hashes everything that determines its result (kind, data, model source, loss and
-its hyper-parameters, training settings, seed, upstream keys, RESULT_VERSION) and nothing that
-does not (display names, resources), so one weak model is trained once however many students
-and methods use it, and renaming a model in the spec reuses its results.
+A run's key hashes everything that determines its result and nothing that does not (display
+names, resources), so one weak model is trained once however many students and methods use it,
+and renaming a model in the spec reuses its results. What it hashes is the *resolved* setting,
+defaults included, so changing a default in code changes exactly the keys that rely on it:
+
+- the dataset's loader params with the loader's defaults merged (resolved_dataset_params), the
+  split sizes and seed; a local file by its sha256, not its path;
+- the model's source, revision, pooling, trust_remote_code (a built-in's architecture too); a
+  local model folder by the digest of its weight and config files (w2sray/digests.py), not its
+  path;
+- the loss and its params with the loss's defaults merged (resolved_loss_params), the training
+  settings (already complete), the seed, the upstream run's key;
+- versions: RESULT_VERSION (the whole training loop), PART_VERSIONS[kind] (and "generative"
+  when used), and the loss's and dataset's registry ``version``.
 """
 
 from __future__ import annotations
@@ -17,6 +27,11 @@ from w2sray.spec import SweepSpec, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
 RESULT_VERSION = 2  # 2: every non-search run also writes its split-B predictions
+
+# Per run kind and method feature: bump when a code change alters results of this entry (only
+# runs of that kind, or using that feature, get new keys). Losses and datasets carry their own
+# ``version`` in their registries (register_loss, register_dataset). A kind not listed is 1.
+PART_VERSIONS: dict[str, int] = {"gt": 1, "transfer": 1, "search": 1, "generative": 1}
 
 GT_METHOD = "ground_truth"
 
@@ -43,18 +58,36 @@ class Run:
     resources: dict[str, Any] = field(default_factory=dict)
 
     def content(self) -> dict[str, Any]:
+        from w2sray.data import DATASETS
+        from w2sray.losses import LOSSES, resolved_loss_params
+
         model = {k: v for k, v in self.model.items() if k != "name"}
+        if "sha256" in model:  # a local model folder: keyed by its files, not where it lies
+            model = {k: v for k, v in model.items() if k != "source"}
         dataset = self.dataset
         if "sha256" in dataset:  # a local file: keyed by its bytes, not where it lies
-            params = {k: v for k, v in dataset["params"].items() if k != "path"}
+            params = {k: v for k, v in dataset["params"].items() if k not in ("path", "test_path")}
             dataset = {**dataset, "params": params}
+        loss = LOSSES.get(self.loss)
+        entry = DATASETS.get(dataset.get("name", ""))
+        versions = {
+            "kind": PART_VERSIONS.get(self.kind, 1),
+            "loss": loss.version if loss else 1,
+            "dataset": entry.version if entry else 1,
+        }
+        if self.generative:
+            versions["generative"] = PART_VERSIONS["generative"]
         content = {
             "version": RESULT_VERSION,
+            "versions": versions,
             "kind": self.kind,
             "dataset": dataset,
             "model": model,
             "loss": self.loss,
-            "loss_params": self.loss_params,
+            # Defaults merged: a changed default changes the key, a written default does not.
+            "loss_params": resolved_loss_params(self.loss, self.loss_params)
+            if loss
+            else self.loss_params,
             "train": self.train,
             "seed": self.seed,
             "upstream": list(self.upstream),
@@ -106,34 +139,52 @@ class Run:
         return {"lr": self.train["lr"]} if self.label and "search" in self.label else {}
 
     def to_config(self) -> dict[str, Any]:
-        """Everything a worker needs to train this run (written as config.json)."""
-        return {**asdict(self), "key": self.key, "content": self.content()}
+        """Everything a worker needs to train this run (written as config.json): the loss
+        params resolved as the key hashed them (the spec's as written stay in ``variant``)."""
+        content = self.content()
+        resolved = {"loss_params": content["loss_params"]}
+        return {**asdict(self), **resolved, "key": self.key, "content": content}
 
 
 def _dataset_dict(ds: Any) -> dict[str, Any]:
-    """The dataset as a run carries it. A local file's path is made absolute (Ray workers run
-    in other directories) and its sha256 recorded, so the key follows the data's content:
-    moving the file keeps results, editing it retrains."""
+    """The dataset as a run carries it, its loader params resolved (defaults merged). A local
+    file's path is made absolute (Ray workers run in other directories) and its sha256 recorded,
+    so the key follows the data's content: moving the file keeps results, editing it retrains."""
+    from w2sray.data import resolved_dataset_params
+    from w2sray.data.local import with_test_digests
+    from w2sray.digests import file_digest
+
     d = asdict(ds)
+    d["params"] = resolved_dataset_params(ds.name, d["params"])
     path = d["params"].get("path")
     if ds.name == "local" and isinstance(path, str) and os.path.isfile(path):
         d["params"] = {**d["params"], "path": os.path.abspath(path)}
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        d["sha256"] = digest.hexdigest()
+        d["sha256"] = file_digest(path)
+        d = with_test_digests(d)  # test_path's files too (absolute, keyed by their sha256s)
     return d
 
 
 def _model_dict(m: Any) -> dict[str, Any]:
-    return {
+    """The model as a run carries it. A built-in records its architecture (so editing the
+    built-in ladder changes keys); a local folder its absolute path (for the workers) and the
+    digest of its files, which the key hashes instead of the path."""
+    from w2sray.digests import folder_digest
+    from w2sray.models.registry import BUILTIN_LADDER
+
+    d: dict[str, Any] = {
         "name": m.name,
         "source": m.source,
         "revision": m.revision,
         "pooling": m.pooling,
         "trust_remote_code": m.trust_remote_code,
     }
+    local = os.path.expanduser(m.source)
+    if m.source in BUILTIN_LADDER:
+        d["builtin"] = dict(BUILTIN_LADDER[m.source])
+    elif os.path.isdir(local):
+        d["source"] = os.path.abspath(local)
+        d["sha256"] = folder_digest(local)
+    return d
 
 
 @dataclass(frozen=True)
@@ -152,6 +203,7 @@ class Search:
     @property
     def key(self) -> str:
         content = {
+            "search_version": PART_VERSIONS["search"],
             "base": self.base.content(),
             "space": self.space,
             "num_samples": self.num_samples,

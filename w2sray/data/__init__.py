@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,11 @@ class DatasetEntry:
     params: tuple[str, ...]  # loader keyword arguments a spec may set
     # validate(params) -> problems (required or malformed params); None: names are checked only
     validate: Callable[[dict], list[str]] | None = None
+    # Defaults of params the loader's signature does not show (it takes **params); see
+    # resolved_dataset_params, which hashes them into run keys.
+    defaults: dict[str, Any] | None = None
+    # Bump when a code change alters results of this entry: only its runs' keys change.
+    version: int = 1
 
 
 DATASETS: dict[str, DatasetEntry] = {}
@@ -33,23 +39,59 @@ def register_dataset(
     doc: str,
     params: tuple[str, ...] = (),
     validate: Callable[[dict], list[str]] | None = None,
+    defaults: dict[str, Any] | None = None,
+    version: int = 1,
 ) -> Callable:
     """Decorator adding a loader ``fn(n, seed, **params) -> (texts, labels)`` to DATASETS;
-    ``validate(params)`` returns problems for spec validation (e.g. a required param missing)."""
+    ``validate(params)`` returns problems for spec validation (e.g. a required param missing).
+    ``defaults`` declares the defaults of params the loader takes through ``**params`` (those
+    of its named keyword arguments are read from its signature); ``version`` is hashed into the
+    key of every run on the dataset: bump it when a code change alters the loader's results."""
 
     def wrap(fn: Callable) -> Callable:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} is already registered")
-        DATASETS[name] = DatasetEntry(name, fn, doc, params, validate)
+        DATASETS[name] = DatasetEntry(name, fn, doc, params, validate, defaults, version)
         return fn
 
     return wrap
+
+
+def signature_defaults(fn: Callable, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The keyword defaults of ``fn``'s signature (those in ``names``, if given)."""
+    return {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is not inspect.Parameter.empty and (names is None or p.name in names)
+    }
+
+
+def dataset_defaults(name: str) -> dict[str, Any]:
+    """Every param of dataset ``name`` a spec may set that has a default: the loader's
+    signature defaults, overridden by the entry's declared ``defaults``."""
+    entry = DATASETS[name]
+    return {**signature_defaults(entry.load, entry.params), **(entry.defaults or {})}
+
+
+def resolved_dataset_params(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The params dataset ``name`` loads with: its defaults, overridden by ``params``. What a
+    run carries and hashes into its key, so changing a loader default changes the keys of the
+    runs that rely on it; passing them to the loader is the same as leaving them out. An int
+    given for a float default becomes a float (``p_very: 0`` is the default ``0.0``)."""
+    defaults = dataset_defaults(name)
+    out = dict(defaults)
+    for k, v in params.items():
+        d = defaults.get(k)
+        floaty = isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool)
+        out[k] = float(v) if floaty else v
+    return out
 
 
 @register_dataset(
     "synthetic",
     "Embedded offline task: negation-sensitive synthetic reviews.",
     params=tuple(p for p in inspect.signature(synthetic_rows).parameters if p not in ("n", "seed")),
+    defaults={k: v for k, v in signature_defaults(synthetic_rows).items() if k != "seed"},
 )
 def _synthetic(n: int, seed: int, **params: object) -> tuple[list[str], list[int]]:
     return synthetic_rows(n, seed=seed, **params)
@@ -88,6 +130,8 @@ def make_splits(
     name: str, params: dict, n_gt: int, n_weak: int, n_test: int, split_seed: int
 ) -> Splits:
     """Load a dataset and cut disjoint A (gt), B (weak) and test splits, deterministic in seed."""
+    if name == "local" and params.get("test_path"):  # test rows from files of their own
+        return local.splits_with_test_source(params, n_gt, n_weak, n_test, split_seed)
     need = n_gt + n_weak + n_test
     texts, labels = DATASETS[name].load(need, split_seed, **params)
     if len(texts) < need:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from w2sray.data import register_dataset
+from w2sray.data import register_dataset, signature_defaults
 from w2sray.data.formatters import (
     Example,
     Row,
@@ -218,11 +218,14 @@ def _register(name: str, task: HubTask) -> None:
         return examples_from_rows(name, rows, n, seed, balance=balance, **format_params)
 
     doc = f"{task.doc} Hub: {task.hub_id} (split {task.split!r} unless set)."
+    extra = tuple(k for k, _ in task.extra)
     register_dataset(
         name,
         doc,
         params=tuple(k for k, _ in kinds),
         validate=lambda params: param_type_problems(params, kinds),
+        # The formatter's own params reach it through **format_params: declare their defaults.
+        defaults=signature_defaults(task.format_rows, extra) if task.format_rows else None,
     )(load)
 
 

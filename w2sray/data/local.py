@@ -8,6 +8,16 @@ A column name may be a dotted path into nested JSON objects (``target_new.str``)
 A relative ``path`` resolves against the working directory of the process that loads it: the
 spec is validated in the driver, but splits are made in every Ray Train worker, so on a
 multi-node cluster give a path that exists on every node (shared storage).
+
+A separate test source: ``test_path`` (one file or a list of files, read with ``test_format``,
+``test_text_column`` and ``test_label_column``, each defaulting to its training counterpart;
+``text_pair_column`` and ``label_map`` are shared). Splits A and B are then cut from the rows of
+``path`` only, and the test split is ``n_test`` rows of the test files (a seeded sample, not
+balanced: the test files' own label mix; ``n_test`` equal to their row count takes them all, a
+larger one is an error). A training row whose text (stripped) is also a test text is dropped
+from the training rows before sampling, and the count is logged and returned, never silently
+kept (SST-2: one sentence of test.tsv is also in train.tsv). Run keys follow every file's bytes
+(``file_digests``), not where the files lie.
 """
 
 from __future__ import annotations
@@ -15,16 +25,21 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import logging
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
-from w2sray.data import register_dataset
+from w2sray.data import Splits, register_dataset
 from w2sray.data.formatters import Row, binary_label
 from w2sray.data.hub import param_type_problems
-from w2sray.data.sampling import balanced_indices, shuffled_indices
+from w2sray.data.sampling import balanced_indices, rng_for, shuffled_indices
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "jsonl.gz", "json", "csv", "tsv", "parquet")
 
@@ -36,7 +51,12 @@ PARAMS = (
     ("text_pair_column", "str?"),
     ("label_map", "dict?"),
     ("balance", "bool"),
+    ("test_format", "str?"),
+    ("test_text_column", "str?"),
+    ("test_label_column", "str?"),
 )
+# ``test_path`` (a file or a list of files) is checked by validate_local_params itself.
+PARAM_NAMES = ("path", "test_path") + tuple(name for name, _ in PARAMS[1:])
 
 
 def detect_format(path: str, format: str | None = None) -> str:
@@ -180,8 +200,10 @@ def table_examples(
     "local",
     "A binary-labelled table from a local file (jsonl, jsonl.gz, json, csv, tsv, parquet): "
     "path (required), format, text_column ('text'), label_column ('label'), text_pair_column, "
-    "label_map (raw label -> 0/1), balance (true: equal counts per class).",
-    params=tuple(name for name, _ in PARAMS),
+    "label_map (raw label -> 0/1), balance (true: equal counts per class); test_path (a file "
+    "or a list: the test split comes from these, A and B from path), test_format, "
+    "test_text_column, test_label_column.",
+    params=PARAM_NAMES,
     validate=lambda params: validate_local_params(params),
 )
 def load_local(
@@ -209,6 +231,136 @@ def load_local(
     return [texts[i] for i in idx], [labels[i] for i in idx]
 
 
+# ---------------------------------------------------------------------------------------------
+# A separate test source (``test_path``)
+
+TEST_PARAMS = ("test_path", "test_format", "test_text_column", "test_label_column")
+
+
+def test_paths(value: str | list[str]) -> list[str]:
+    """``test_path`` as a list of files (one file may be given as a string)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+@dataclass(frozen=True)
+class SourcedExamples:
+    """Training rows (for splits A and B) and test rows from separate files."""
+
+    train_texts: list[str]
+    train_labels: list[int]
+    test_texts: list[str]
+    test_labels: list[int]
+    dropped: int  # training rows left out because their text is also a test text
+
+
+def load_local_sources(
+    n_train: int,
+    n_test: int,
+    seed: int,
+    path: str = "",
+    test_path: str | list[str] = "",
+    format: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    text_pair_column: str | None = None,
+    label_map: dict | None = None,
+    balance: bool = True,
+    test_format: str | None = None,
+    test_text_column: str | None = None,
+    test_label_column: str | None = None,
+) -> SourcedExamples:
+    """Up to ``n_train`` training rows from ``path`` (as load_local selects them) and exactly
+    ``n_test`` test rows from the ``test_path`` files (the first ``n_test`` of a seeded shuffle
+    of all their rows, not balanced; ValueError naming the count if they hold fewer).
+
+    Training rows whose text, stripped, equals a test text are dropped before sampling, so no
+    test example is trained on; their count is returned and logged."""
+    test_texts: list[str] = []
+    test_labels: list[int] = []
+    for p in test_paths(test_path):
+        t, y = table_examples(
+            p,
+            read_rows(p, test_format),
+            test_text_column or text_column,
+            test_label_column or label_column,
+            text_pair_column,
+            label_map,
+        )
+        test_texts += t
+        test_labels += y
+    if n_test > len(test_texts):
+        raise ValueError(
+            f"test_path ({', '.join(test_paths(test_path))}) has {len(test_texts)} rows, "
+            f"n_test is {n_test}: set n_test to at most {len(test_texts)} (that many takes "
+            "every test row)"
+        )
+    texts, labels = table_examples(
+        path, read_rows(path, format), text_column, label_column, text_pair_column, label_map
+    )
+    in_test = {t.strip() for t in test_texts}
+    keep = [i for i, t in enumerate(texts) if t.strip() not in in_test]
+    dropped = len(texts) - len(keep)
+    if dropped:
+        log.warning(
+            "%s: %d training row(s) dropped: their text is also in the test rows (%s)",
+            path,
+            dropped,
+            ", ".join(test_paths(test_path)),
+        )
+    texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    if balance:
+        idx = balanced_indices(labels, n_train, seed)
+    else:
+        idx = shuffled_indices(len(labels), n_train, seed)
+    test_idx = rng_for(seed, "test").permutation(len(test_texts))[:n_test]
+    return SourcedExamples(
+        [texts[i] for i in idx],
+        [labels[i] for i in idx],
+        [test_texts[i] for i in test_idx],
+        [test_labels[i] for i in test_idx],
+        dropped,
+    )
+
+
+def splits_with_test_source(
+    params: dict, n_gt: int, n_weak: int, n_test: int, split_seed: int
+) -> Splits:
+    """make_splits for a ``local`` dataset with ``test_path``: A and B cut from the training
+    rows as make_splits cuts them, test from the test files. Test ids count on from the
+    training rows' (``n_gt + n_weak + i``), so ids stay unique across the three splits."""
+    need = n_gt + n_weak
+    src = load_local_sources(need, n_test, split_seed, **params)
+    if len(src.train_texts) < need:
+        raise ValueError(
+            f"dataset 'local' ({params.get('path')}) has {len(src.train_texts)} training "
+            f"examples (after dropping {src.dropped} also in the test rows), splits A and B "
+            f"need {need} (n_gt={n_gt}, n_weak={n_weak})"
+        )
+    order = np.random.default_rng(split_seed).permutation(len(src.train_texts))
+    a, b = order[:n_gt], order[n_gt:need]
+    t = np.arange(need, need + n_test)
+
+    def take(idx: np.ndarray) -> tuple[list[str], list[int]]:
+        return [src.train_texts[i] for i in idx], [int(src.train_labels[i]) for i in idx]
+
+    (a_t, a_y), (b_t, b_y) = take(a), take(b)
+    return Splits(a_t, a_y, a, b_t, b_y, b, src.test_texts, src.test_labels, t)
+
+
+def with_test_digests(dataset: dict) -> dict:
+    """A run's dataset dict (runs.py ``_dataset_dict``) with its test files, if any, made
+    absolute in ``params.test_path`` and their sha256s in ``test_sha256`` (in order), so the run
+    key follows the test files' bytes, not where they lie. Without ``test_path``: unchanged."""
+    from w2sray.digests import file_digest
+
+    value = dataset["params"].get("test_path")
+    if not value:
+        return dataset
+    paths = [os.path.abspath(p) for p in test_paths(value)]
+    params = {**dataset["params"], "test_path": paths[0] if isinstance(value, str) else paths}
+    return {**dataset, "params": params, "test_sha256": [file_digest(p) for p in paths]}
+
+
 def _first_row(path: str, fmt: str) -> Row | None:
     return next(_iter_rows(path, fmt), None)
 
@@ -230,21 +382,9 @@ def validate_local_params(params: dict) -> list[str]:
                 binary_label(value)
             except ValueError:
                 problems.append(f"label_map[{key!r}] must be 0 or 1, got {value!r}")
+    problems += _test_source_problems(params, bad)
     if "path" not in params or bad & {"path", "format"}:
         return problems
-    path = params["path"]
-    if not os.path.isfile(path):
-        where = "" if os.path.isabs(path) else f" (relative to the current directory {os.getcwd()})"
-        return problems + [f"path {path!r} is not a file{where}"]
-    # Reading the first row now reports a wrong column name before any Ray work starts.
-    try:
-        first = _first_row(path, detect_format(path, params.get("format")))
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        return problems + [str(exc)]
-    except Exception as exc:  # e.g. a corrupt parquet file: pyarrow's own error types
-        return problems + [f"{path}: cannot read as {params.get('format') or 'auto'}: {exc}"]
-    if first is None:
-        return problems + [f"{path}: no rows"]
     names = ("text_column", "label_column", "text_pair_column")
     defaults = {"text_column": "text", "label_column": "label"}
     columns = [
@@ -252,5 +392,53 @@ def validate_local_params(params: dict) -> list[str]:
         for k in names
         if k not in bad and params.get(k, defaults.get(k))
     ]
-    problem = _columns_problem(path, first, columns)
+    problem = _file_problem("path", params["path"], params.get("format"), columns)
     return problems + ([problem] if problem else [])
+
+
+def _file_problem(field: str, path: str, format: str | None, columns: list[str]) -> str | None:
+    """The problem with one table file named by spec parameter ``field``: not a file,
+    unreadable, empty, or lacking a column (read from its first row, before any Ray work)."""
+    if not os.path.isfile(path):
+        where = "" if os.path.isabs(path) else f" (relative to the current directory {os.getcwd()})"
+        return f"{field} {path!r} is not a file{where}"
+    try:
+        first = _first_row(path, detect_format(path, format))
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        return str(exc)
+    except Exception as exc:  # e.g. a corrupt parquet file: pyarrow's own error types
+        return f"{path}: cannot read as {format or 'auto'}: {exc}"
+    if first is None:
+        return f"{path}: no rows"
+    return _columns_problem(path, first, columns)
+
+
+def _test_source_problems(params: dict, bad: set[str]) -> list[str]:
+    """Spec-time problems with ``test_path`` (a file or a non-empty list of files) and the
+    ``test_*`` params that only apply with it; each test file is checked like ``path``, with
+    the test columns (defaulting to the training ones)."""
+    value = params.get("test_path")
+    if value is None:
+        stray = [k for k in TEST_PARAMS[1:] if params.get(k) is not None]
+        return [f"parameter {k!r} applies only with 'test_path'" for k in stray]
+    if not (
+        (isinstance(value, str) and value)
+        or (isinstance(value, list) and value and all(isinstance(p, str) and p for p in value))
+    ):
+        return [f"parameter 'test_path' must be a file or a non-empty list of files, got {value!r}"]
+    if "test_format" in bad:
+        return []
+    columns = []
+    for k, default in (("text_column", "text"), ("label_column", "label")):
+        col = params.get(f"test_{k}") or params.get(k, default)
+        if f"test_{k}" not in bad and k not in bad:
+            columns.append(col)
+    if params.get("text_pair_column") and "text_pair_column" not in bad:
+        columns.append(params["text_pair_column"])
+    problems = []
+    for i, p in enumerate(test_paths(value)):
+        field = "test_path" if isinstance(value, str) else f"test_path[{i}]"
+        problem = _file_problem(field, p, params.get("test_format"), columns)
+        if problem:
+            problems.append(problem)
+    return problems
