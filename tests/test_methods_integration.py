@@ -4,9 +4,10 @@ fine-tuning, and an Optuna TPE search scored on a weak-labelled validation split
 split); then a rerun that must train nothing, the report files and comparisons, and the stages
 read back as Tune ResultGrids.
 
-Ten small runs: 3 GT, xent a->b (also the chain's first step) and a->c, the chain's last step
-b'->c, generative a->c, two search trials and the selected a->c run. Model a trains with ZeRO-2,
-b over 2 workers with ZeRO-3, c with ZeRO-1.
+Eleven small runs: b's pretraining (causal LM on a corpus file), 3 GT, xent a->b (also the
+chain's first step) and a->c, the chain's last step b'->c, generative a->c, two search trials and
+the selected a->c run. Model a trains with ZeRO-2, b over 2 workers with ZeRO-3 (its pretraining
+too: the stored weights are gathered from the partitions), c with ZeRO-1.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import yaml
 
 from w2sray.analysis.collect import collect
 from w2sray.cli import main
+from w2sray.data.synthetic import synthetic_rows
 from w2sray.runs import plan_sweep
 from w2sray.spec import load_spec
 from w2sray.store import Store
@@ -56,7 +58,16 @@ SPEC = {
 def swept(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("methods")
     spec_path = root / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump({**SPEC, "storage": str(root / "store")}))
+    # b pretrains on a corpus file whose words the labelled splits lack: its vocabulary (and so
+    # its parameter count) tells whether a run of b started from the pretrained folder.
+    corpus = root / "corpus.txt"
+    texts, _ = synthetic_rows(400, seed=9)
+    corpus.write_text("\n".join(f"{t} extra{i % 50}" for i, t in enumerate(texts)))
+    recipe = {"corpus": {"path": str(corpus), "n": 400}, "steps": 30, "batch_size": 16}
+    models = [dict(m) for m in SPEC["models"]]
+    models[1]["pretrain"] = {**recipe, "max_length": 24}
+    raw = {**SPEC, "models": models, "storage": str(root / "store")}
+    spec_path.write_text(yaml.safe_dump(raw))
     spec = load_spec(spec_path)
     plan = plan_sweep(spec)
     outcome = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
@@ -67,7 +78,7 @@ def test_runs_complete_with_their_layout(swept):
     _, spec, plan, outcome = swept
     store = Store(spec.storage)
     layout = {"a": (1, 2), "b": (2, 3), "c": (1, 1)}
-    for run in plan.all_runs():
+    for run in plan.gt + plan.transfer:
         m = store.read_json(run.key, "metrics.json")
         assert 0.0 <= m["acc"] <= 1.0 and m["n_test"] == 200
         assert m["steps"] == 256 // 16
@@ -97,10 +108,34 @@ def test_every_method_ran(swept):
     assert len(plan.gt) == 3 and len(plan.searches) == 1
     # xent a->b, xent a->c, boot's last step b'->c, gen a->c (boot's first step is xent a->b)
     assert len(plan.transfer) == 4
-    assert [name for name, _ in plan.stages] == ["gt", "transfer", "chain-2"]
+    assert [name for name, _ in plan.stages] == ["pretrain", "gt", "transfer", "chain-2"]
     store = Store(spec.storage)
     assert all(store.is_complete(r.key) for r in plan.all_runs())
     assert len(outcome.searched) == 1
+
+
+def test_pretraining_runs_once_and_every_run_of_the_model_starts_from_it(swept):
+    _, spec, plan, _ = swept
+    store = Store(spec.storage)
+    (pre,) = plan.pretrain
+    m = store.read_json(pre.key, "metrics.json")
+    assert (m["workers"], m["zero_stage"], m["steps"]) == (2, 3, 30)
+    assert m["lm_loss"] < m["lm_loss_start"]  # the LM learned something from the corpus
+    folder = Path(store.local_folder(pre.key, "model"))
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    b_runs = [r for r in plan.gt + plan.transfer if r.model["name"] == "b"]
+    assert len(b_runs) == 2  # b's GT run and xent a->b
+    for run in b_runs:
+        assert store.read_json(run.key, "config.json")["model"]["pretrain"] == pre.key
+        # the corpus's vocabulary, not split A's: the LM's parameters plus the 2-way head
+        params = store.read_json(run.key, "metrics.json")["params"]
+        assert params == m["params"] + 48 * 2 + 2
+    # the pretrained weights were saved whole from the ZeRO-3 partitions and load back
+    import transformers
+
+    lm = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    assert sum(p.numel() for p in lm.parameters()) == m["params"]
+    assert m["vocab_size"] == lm.config.vocab_size > 50
 
 
 def test_bootstrapping_chains_through_the_intermediate_model(swept):

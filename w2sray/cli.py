@@ -130,8 +130,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 f"  [{res['workers']}w zero{res['zero_stage']}]"
             )
     n_gt = len(plan.gt)
+    pre = f"{len(plan.pretrain)} pretraining, " if plan.pretrain else ""
     print(
-        f"\n{len(plan.gt) + len(plan.transfer)} runs: {n_gt} ground-truth "
+        f"\n{len(plan.all_runs())} runs: {pre}{n_gt} ground-truth "
         f"(= {len(spec.datasets)} datasets x {len(spec.models)} models x {len(spec.seeds)} seeds),"
         f" {len(plan.transfer)} transfers; {counts['done']} done, {counts['todo']} to run"
     )
@@ -273,8 +274,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = plan_sweep(spec)
     store = Store(spec.storage)
     print(
-        f"sweep {spec.name}: {len(plan.gt)} ground-truth runs, {len(plan.transfer)} transfer runs"
-        f", {len(plan.searches)} searches -> {spec.storage}",
+        f"sweep {spec.name}: {len(plan.pretrain)} pretraining runs, {len(plan.gt)} ground-truth"
+        f" runs, {len(plan.transfer)} transfer runs, {len(plan.searches)} searches"
+        f" -> {spec.storage}",
         flush=True,
     )
     out = execute(spec, plan, store, address=args.address, printer=lambda s: print(s, flush=True))

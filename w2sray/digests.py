@@ -36,12 +36,18 @@ MODEL_FILE_SUFFIXES = (
 )
 
 
-def cache_path() -> str:
+def cache_dir() -> str:
+    """w2sray's local cache: $W2SRAY_CACHE_DIR, else $XDG_CACHE_HOME/w2sray, else
+    ~/.cache/w2sray."""
     root = os.environ.get("W2SRAY_CACHE_DIR")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         root = os.path.join(xdg, "w2sray")
-    return os.path.join(root, "digests.json")
+    return root
+
+
+def cache_path() -> str:
+    return os.path.join(cache_dir(), "digests.json")
 
 
 def _load_cache() -> dict[str, Any]:

@@ -31,16 +31,26 @@ RESULT_VERSION = 2  # 2: every non-search run also writes its split-B prediction
 # Per run kind and method feature: bump when a code change alters results of this entry (only
 # runs of that kind, or using that feature, get new keys). Losses and datasets carry their own
 # ``version`` in their registries (register_loss, register_dataset). A kind not listed is 1.
-PART_VERSIONS: dict[str, int] = {"gt": 1, "transfer": 1, "search": 1, "generative": 1}
+PART_VERSIONS: dict[str, int] = {
+    "gt": 1,
+    "transfer": 1,
+    "search": 1,
+    "generative": 1,
+    "pretrain": 1,
+}
 
 GT_METHOD = "ground_truth"
 
 
 @dataclass(frozen=True)
 class Run:
-    kind: str  # "gt": split A, ground truth; "transfer": split B, weak labels; "search": a trial
-    dataset: dict[str, Any]
-    model: dict[str, Any]  # name, source, revision, pooling, trust_remote_code
+    # "pretrain": self-supervised, on a corpus; "gt": split A, ground truth; "transfer": split
+    # B, weak labels; "search": a search trial
+    kind: str
+    dataset: dict[str, Any]  # a pretraining run: its corpus (w2sray.data.corpus.corpus_dict)
+    # name, source, revision, pooling, trust_remote_code; "pretrain": the pretraining run's key
+    # when the model starts from its weights
+    model: dict[str, Any]
     loss: str
     loss_params: dict[str, Any]
     train: dict[str, Any]
@@ -98,6 +108,12 @@ class Run:
         if self.val_frac:
             content["val_frac"] = self.val_frac
         return content
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The runs whose results this run reads: its upstream, and its pretraining run."""
+        pre = self.model.get("pretrain")
+        return (*self.upstream, pre) if pre else self.upstream
 
     @property
     def key(self) -> str:
@@ -164,10 +180,11 @@ def _dataset_dict(ds: Any) -> dict[str, Any]:
     return d
 
 
-def _model_dict(m: Any) -> dict[str, Any]:
+def _model_dict(m: Any, pretrain_key: str | None = None) -> dict[str, Any]:
     """The model as a run carries it. A built-in records its architecture (so editing the
     built-in ladder changes keys); a local folder its absolute path (for the workers) and the
-    digest of its files, which the key hashes instead of the path."""
+    digest of its files, which the key hashes instead of the path. ``pretrain_key``: the
+    pretraining run whose weights the model starts from (keyed too)."""
     from w2sray.digests import folder_digest
     from w2sray.models.registry import BUILTIN_LADDER
 
@@ -184,7 +201,29 @@ def _model_dict(m: Any) -> dict[str, Any]:
     elif os.path.isdir(local):
         d["source"] = os.path.abspath(local)
         d["sha256"] = folder_digest(local)
+    if pretrain_key:
+        d["pretrain"] = pretrain_key
     return d
+
+
+def _pretrain_run(m: Any, resources: dict[str, Any]) -> Run:
+    """The pretraining run of model spec ``m`` (which has a ``pretrain`` recipe)."""
+    from w2sray.data.corpus import corpus_dict
+
+    pre = m.pretrain
+    model = {k: v for k, v in _model_dict(m).items() if k != "pooling"}  # pooling: unused
+    settings = {k: v for k, v in asdict(pre).items() if k not in ("corpus", "seed")}
+    return Run(
+        kind="pretrain",
+        dataset=corpus_dict(pre.corpus),
+        model=model,
+        loss=pre.objective,
+        loss_params={},
+        train=settings,
+        seed=pre.seed,
+        method="pretrain",
+        resources=resources,
+    )
 
 
 @dataclass(frozen=True)
@@ -254,17 +293,21 @@ class Plan:
     transfer: tuple[Run, ...]
     searches: tuple[Search, ...] = ()
     rows: tuple[dict[str, Any], ...] | None = None
+    pretrain: tuple[Run, ...] = ()  # self-supervised pretraining, before everything else
 
     @property
     def stages(self) -> list[tuple[str, tuple[Run, ...]]]:
-        out: list[tuple[str, tuple[Run, ...]]] = [("gt", self.gt)]
+        out: list[tuple[str, tuple[Run, ...]]] = (
+            [("pretrain", self.pretrain)] if self.pretrain else []
+        )
+        out.append(("gt", self.gt))
         for depth in sorted({max(1, r.depth) for r in self.transfer}):
             runs = tuple(r for r in self.transfer if max(1, r.depth) == depth)
             out.append(("transfer" if depth == 1 else f"chain-{depth}", runs))
         return out
 
     def all_runs(self) -> list[Run]:
-        return [*self.gt, *self.transfer]
+        return [*self.pretrain, *self.gt, *self.transfer]
 
     def manifest_rows(self) -> list[dict[str, Any]]:
         if self.rows is None:
@@ -297,6 +340,13 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     searches: dict[str, Search] = {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     steps: dict[str, Run] = {}
+    pretrain = {
+        m.name: _pretrain_run(m, asdict(spec.resources_for(m))) for m in spec.models if m.pretrain
+    }
+    model_dicts = {
+        m.name: _model_dict(m, pretrain[m.name].key if m.name in pretrain else None)
+        for m in spec.models
+    }
     for ds in spec.datasets:
         ds_dict = _dataset_dict(ds)
         for seed in spec.seeds:
@@ -304,7 +354,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                 run = Run(
                     kind="gt",
                     dataset=ds_dict,
-                    model=_model_dict(m),
+                    model=model_dicts[m.name],
                     loss="xent",
                     loss_params={},
                     train=asdict(spec.train_for(m)),
@@ -324,7 +374,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                             run = Run(
                                 kind="transfer",
                                 dataset=ds_dict,
-                                model=_model_dict(models[name]),
+                                model=model_dicts[name],
                                 loss=method.loss,
                                 loss_params=params,
                                 train=asdict(spec.train_for(models[name])),
@@ -360,6 +410,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
             rows[(key, run.method)] = run.describe(role="step")
     unique_gt = {r.key: r for r in gt.values()}
     return Plan(
+        pretrain=tuple({r.key: r for r in pretrain.values()}.values()),
         gt=tuple(unique_gt.values()),
         transfer=tuple(transfers.values()),
         searches=tuple(searches.values()),

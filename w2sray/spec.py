@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,49 @@ class DatasetSpec:
     split_seed: int = 0
 
 
+PRETRAIN_OBJECTIVES = ("clm",)
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """The unlabeled texts a model pretrains on: a registered dataset's texts (its labels
+    dropped), drawn with their own ``seed``, or a local file."""
+
+    dataset: str | None = None  # a registered dataset (its loader's texts, labels dropped)
+    params: dict[str, Any] = field(default_factory=dict)  # the loader's params
+    n: int = 20000  # documents
+    # The labelled splits draw with the sweep dataset's split_seed: a corpus of the same
+    # dataset must use another seed, so that no test document is pretrained on.
+    seed: int = 1
+    path: str | None = None  # instead of dataset: .txt (a document per line), .jsonl/.csv/...
+    text_column: str = "text"  # the column of a table ``path``
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Self-supervised pretraining of a ladder model before any labelled training: one
+    content-keyed run per recipe (model x corpus x settings), trained once and reused by every
+    ground-truth and transfer run of the model, in this sweep and any later one naming the same
+    recipe. A built-in model starts from random weights and gets a word-level tokenizer over the
+    corpus; a hub or local causal LM continues from its weights with its own tokenizer."""
+
+    corpus: CorpusSpec
+    objective: str = "clm"  # clm: causal language modelling (next-token prediction)
+    steps: int = 1000  # optimizer steps of batch_size documents
+    lr: float = 3e-3
+    batch_size: int = 32
+    max_length: int = 64  # tokens per document; longer ones are truncated
+    warmup_frac: float = 0.05  # linear warmup, then cosine decay to 0
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0  # initialisation and data order
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A ladder rung: a built-in tiny model, a hub name or a local path."""
+    """A ladder rung: a built-in tiny model, a hub name or a local path, optionally pretrained
+    first (``pretrain``). A ladder can be one of sizes, of pretraining steps, or both: two
+    entries may share a source and differ in their pretraining."""
 
     name: str
     source: str  # builtin name, HF hub id or local directory
@@ -82,6 +123,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides
     resources: dict[str, Any] = field(default_factory=dict)  # Resources overrides
+    pretrain: PretrainSpec | None = None  # written as a mapping in the spec
 
 
 @dataclass(frozen=True)
@@ -420,12 +462,21 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
             chk.bad(f"{where}.source", problem)
         if model.pooling not in ("auto", "last", "first", "mean"):
             chk.bad(f"{where}.pooling", f"must be auto, last, first or mean: got {model.pooling!r}")
+        if model.pretrain is not None:
+            pre = _check_pretrain(chk, model.pretrain, model, datasets, f"{where}.pretrain")
+            model = replace(model, pretrain=pre)
         sub_t = chk.dataclass_from(TrainSettings, model.train, f"{where}.train")
         sub_r = chk.dataclass_from(Resources, model.resources, f"{where}.resources")
         if sub_t is not None and sub_r is not None:
             mt = replace(train, **_table_train(model, train_written), **model.train)
             _check_train(chk, mt, f"{where}.train")
             _check_resources(chk, replace(resources, **model.resources), mt, f"{where}.resources")
+            workers = replace(resources, **model.resources).workers
+            if model.pretrain is not None and workers >= 1 and model.pretrain.batch_size % workers:
+                chk.bad(
+                    f"{where}.pretrain.batch_size",
+                    f"{model.pretrain.batch_size} is not divisible by {workers} workers",
+                )
         models.append(model)
     _no_dupes(chk, "models", [m.name for m in models])
 
@@ -495,6 +546,72 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         source_path=path,
         train_written=train_written,
     )
+
+
+def _check_pretrain(
+    chk: _Checker, raw: Any, model: ModelSpec, datasets: list[DatasetSpec], where: str
+) -> PretrainSpec | None:
+    """Validate a model's ``pretrain`` mapping into a PretrainSpec (None when it is bad)."""
+    from w2sray.data import DATASETS, validate_dataset_params
+    from w2sray.models import is_builtin
+
+    if not isinstance(raw, dict):
+        chk.bad(where, f"must be a mapping (corpus, steps, lr, ...), got {raw!r}")
+        return None
+    raw = dict(raw)
+    corpus_raw = chk.mapping(raw.pop("corpus", None), f"{where}.corpus")
+    if corpus_raw is None:
+        return None
+    corpus = chk.dataclass_from(CorpusSpec, corpus_raw, f"{where}.corpus")
+    pre = chk.dataclass_from(PretrainSpec, raw, where, corpus=corpus)
+    if corpus is None or pre is None:
+        return None
+    at = f"{where}.corpus"
+    if (corpus.dataset is None) == (corpus.path is None):
+        chk.bad(at, "give one of dataset (a registered dataset's texts) or path (a local file)")
+    elif corpus.dataset is not None:
+        if corpus.dataset not in DATASETS:
+            chk.bad(f"{at}.dataset", f"unknown dataset {corpus.dataset!r} ({', '.join(DATASETS)})")
+        else:
+            for p in validate_dataset_params(corpus.dataset, corpus.params):
+                chk.bad(f"{at}.params", p)
+        for ds in datasets:  # the splits' documents would be in the corpus
+            if (
+                ds.name == corpus.dataset
+                and ds.split_seed == corpus.seed
+                and ds.params == (corpus.params)
+            ):
+                chk.bad(
+                    f"{at}.seed",
+                    f"{corpus.seed} is the split_seed of dataset {ds.name!r}: the corpus would "
+                    "hold its test documents; pick another seed",
+                )
+    elif not os.path.isfile(os.path.expanduser(corpus.path)):
+        chk.bad(f"{at}.path", f"file {corpus.path!r} does not exist")
+    _range(chk, f"{at}.n", corpus.n, 1)
+    if pre.objective not in PRETRAIN_OBJECTIVES:
+        chk.bad(
+            f"{where}.objective",
+            f"must be one of {', '.join(PRETRAIN_OBJECTIVES)} (masked LM is not built yet), "
+            f"got {pre.objective!r}",
+        )
+    _range(chk, f"{where}.steps", pre.steps, 1)
+    _range(chk, f"{where}.batch_size", pre.batch_size, 1)
+    _range(chk, f"{where}.max_length", pre.max_length, 2)
+    _range(chk, f"{where}.warmup_frac", pre.warmup_frac, 0, 1)
+    _range(chk, f"{where}.weight_decay", pre.weight_decay, 0)
+    if pre.lr <= 0:
+        chk.bad(f"{where}.lr", f"must be > 0, got {pre.lr!r}")
+    if not is_builtin(model.source):
+        from w2sray.models.registry import ENCODER_TYPES
+
+        cfg = os.path.join(os.path.expanduser(model.source), "config.json")
+        if os.path.isfile(cfg):
+            with open(cfg) as fh:
+                kind = json.load(fh).get("model_type")
+            if kind in ENCODER_TYPES:
+                chk.bad(where, f"{model.source!r} is a {kind} encoder: clm needs a causal LM")
+    return pre
 
 
 def _no_dupes(chk: _Checker, where: str, names: list[str]) -> None:

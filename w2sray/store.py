@@ -156,6 +156,8 @@ class Store:
             tmp = os.path.join(runs, f".tmp-{key}-{uuid.uuid4().hex}")
             os.makedirs(tmp)
             for name, data in payload.items():
+                if "/" in name:  # a file in a sub-folder (a pretrained model's model/...)
+                    os.makedirs(os.path.dirname(os.path.join(tmp, name)), exist_ok=True)
                 with open(os.path.join(tmp, name), "wb") as fh:
                     fh.write(data)
             if os.path.exists(final):  # an incomplete or corrupt leftover: move it aside
@@ -179,6 +181,34 @@ class Store:
             self._write_bytes(posixpath.join(final, DONE), payload[DONE])
         self.clear_failure(key)
         return True
+
+    def local_folder(self, key: str, name: str, cache: str | None = None) -> str:
+        """A local path to sub-folder ``name`` of complete run ``key`` (a pretrained model's
+        ``model``): in place for a local store; from an object store, downloaded once into
+        ``cache`` (default ~/.cache/w2sray/runs; run folders never change once complete)."""
+        if self.local:
+            return os.path.join(self.run_dir(key), name)
+        from w2sray.digests import cache_dir
+
+        target = os.path.join(cache or os.path.join(cache_dir(), "runs"), key, name)
+        if os.path.isdir(target):
+            return target
+        src = posixpath.join(self.run_dir(key), name)
+        sel = pafs.FileSelector(src, recursive=True)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+        for info in self.fs.get_file_info(sel):
+            if info.type != pafs.FileType.File:
+                continue
+            dest = os.path.join(tmp, posixpath.relpath(info.path, src))
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "wb") as fh:
+                fh.write(self._read_bytes(info.path))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another worker on this machine fetched it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
 
     def exists(self, key: str, name: str) -> bool:
         """Whether run ``key`` has a file ``name`` (complete or not)."""

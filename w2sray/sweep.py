@@ -331,16 +331,23 @@ def run_searches(
     return errors
 
 
+def _blocked(run: Run, store: Store, out: Outcome) -> str | None:
+    """Why ``run`` cannot start: the first run it needs (its upstream, its model's pretraining)
+    that failed or has no result; None when it can."""
+    for need in run.needs:
+        if need in out.failed or not store.is_complete(need):
+            role = "pretraining" if need == run.model.get("pretrain") else "upstream"
+            return f"{role} run {need} has no result"
+    return None
+
+
 def _runnable(runs: tuple[Run, ...] | list[Run], store: Store, out: Outcome) -> list[Run]:
     """The runs still to train; complete ones are skipped, blocked ones recorded as failed."""
     todo = []
     for run in runs:
         if store.is_complete(run.key):
             out.skipped.append(run.key)
-        elif any(up in out.failed for up in run.upstream) or (
-            run.upstream and not all(store.is_complete(u) for u in run.upstream)
-        ):
-            msg = f"upstream run {run.upstream[0]} has no result"
+        elif msg := _blocked(run, store, out):
             out.failed[run.key] = msg
             store.record_failure(run.key, _failure(run, msg))
         else:
@@ -381,10 +388,11 @@ def execute(
         for s in plan.searches:
             if records[s.key] is not None:
                 continue  # searched before: its selected run is blocked below if need be
-            if store.is_complete(s.base.upstream[0]):
+            blocked = _blocked(s.base, store, out)
+            if blocked is None:
                 todo.append(s)
             else:  # recorded failed; a stored search never is (nothing would clear that)
-                out.failed[s.key] = f"upstream run {s.base.upstream[0]} has no result"
+                out.failed[s.key] = blocked
                 store.record_failure(s.key, _search_failure(s, out.failed[s.key], store))
         if todo:
             connect(address)

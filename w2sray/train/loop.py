@@ -236,6 +236,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from w2sray.models import W2SClassifier, enable_gradient_checkpointing, load_model
     from w2sray.train import checkpoint
+    from w2sray.train.pretrain import MODEL_DIR
     from w2sray.train.zero import deepspeed_config, resolve_bf16
 
     t_start = time.time()
@@ -270,10 +271,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     bf16 = resolve_bf16(
         train.get("dtype", "auto"), use_gpu, use_gpu and torch.cuda.is_bf16_supported()
     )
+    pretrained = m.get("pretrain")  # the model's pretraining run: load the weights it stored
     loaded = load_model(
-        m["source"],
+        store.local_folder(pretrained, MODEL_DIR) if pretrained else m["source"],
         seed=run["seed"],
-        revision=m["revision"],
+        revision=None if pretrained else m["revision"],
         pooling=m["pooling"],
         trust_remote_code=m["trust_remote_code"],
         # bf16 weights straight from the checkpoint on GPU (DeepSpeed's bf16 cast would make

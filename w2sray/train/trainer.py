@@ -18,6 +18,7 @@ def build_trainer(run: Run, store: Store, in_tune: bool = True) -> Any:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from w2sray.train.loop import train_loop_per_worker
+    from w2sray.train.pretrain import pretrain_loop_per_worker
 
     res = run.resources
     use_gpu = res["gpus_per_worker"] > 0
@@ -30,7 +31,7 @@ def build_trainer(run: Run, store: Store, in_tune: bool = True) -> Any:
 
         callbacks.append(TuneReportCallback())
     return TorchTrainer(
-        train_loop_per_worker,
+        pretrain_loop_per_worker if run.kind == "pretrain" else train_loop_per_worker,
         train_loop_config={"run": run.to_config(), "store": store.uri},
         scaling_config=ScalingConfig(
             num_workers=res["workers"], use_gpu=use_gpu, resources_per_worker=per_worker

@@ -1,0 +1,146 @@
+"""Ray Train entry point of a pretraining run: causal-LM training on an unlabeled corpus.
+
+The same path as every other run (Tune trial -> TorchTrainer -> DeepSpeed engine); what it
+stores is a model folder, ``model/`` in the run's directory (save_pretrained: config, weights,
+tokenizer), from which the model's ground-truth, transfer and search runs then load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from w2sray.data.corpus import load_corpus
+from w2sray.store import Store
+from w2sray.train.loop import Encoded, _lr_lambda, _order, lm_steps
+
+MODEL_DIR = "model"  # the sub-folder of a pretraining run holding the pretrained model
+
+
+def model_files(lm: Any, tokenizer: Any, state: dict[str, torch.Tensor]) -> dict[str, bytes]:
+    """The model folder (weights in float32, config, tokenizer) as {"model/<name>": bytes}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        lm.save_pretrained(tmp, state_dict=state)
+        tokenizer.save_pretrained(tmp)
+        out = {}
+        for root, _, names in os.walk(tmp):
+            for name in names:
+                path = os.path.join(root, name)
+                rel = os.path.relpath(path, tmp).replace(os.sep, "/")
+                with open(path, "rb") as fh:
+                    out[f"{MODEL_DIR}/{rel}"] = fh.read()
+    return out
+
+
+def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
+    """``config`` = {"run": Run.to_config() of a "pretrain" run, "store": uri}."""
+    import deepspeed
+    import psutil
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from w2sray.models import W2SClassifier, load_model
+    from w2sray.train.zero import deepspeed_config, resolve_bf16
+
+    t_start = time.time()
+    process_start = psutil.Process().create_time()
+    run, store = config["run"], Store(config["store"])
+    pre, res, m = run["train"], run["resources"], run["model"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    use_gpu = device.type == "cuda"
+    torch.manual_seed(run["seed"])
+
+    texts = load_corpus(run["dataset"])
+    bf16 = resolve_bf16("auto", use_gpu, use_gpu and torch.cuda.is_bf16_supported())
+    loaded = load_model(
+        m["source"],
+        seed=run["seed"],
+        revision=m["revision"],
+        trust_remote_code=m["trust_remote_code"],
+        dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,
+        corpus=texts,  # a built-in model's word-level vocabulary comes from its corpus
+        lm_head=True,
+    )
+    model = W2SClassifier(loaded.backbone, loaded.pooling, lm=loaded.lm)
+    n_params = sum(p.numel() for p in loaded.lm.parameters())
+    enc = Encoded(loaded.tokenizer, texts, pre["max_length"])
+    steps, batch = pre["steps"], pre["batch_size"]
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=pre["lr"], weight_decay=pre["weight_decay"]
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, pre["warmup_frac"]))
+    ds_cfg = deepspeed_config(
+        batch // world,
+        world,
+        res["zero_stage"],
+        pre["grad_clip"],
+        bf16,
+        res.get("offload", False),
+        use_gpu,
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
+    )
+    order = _order(run["seed"], len(texts), steps * batch)
+    t_train = time.time()
+    losses = lm_steps(engine, enc, order, steps, batch, rank, world, device)
+    train_seconds = time.time() - t_train
+    tokens = sum(len(enc.ids[i]) for i in order[: steps * batch])
+
+    # Every rank takes part in gathering ZeRO-3's partitioned parameters; rank 0 saves them.
+    lm = engine.module.lm
+    gather = (
+        deepspeed.zero.GatheredParameters(list(lm.parameters()), modifier_rank=None)
+        if res["zero_stage"] == 3
+        else contextlib.nullcontext()
+    )
+    with gather:
+        state = (
+            {k: v.detach().float().cpu().clone() for k, v in lm.state_dict().items()}
+            if rank == 0
+            else {}
+        )
+    window = max(1, steps // 20)  # the first and last 5% of steps
+    curve_every = max(1, steps // 50)
+    stats = torch.tensor([float(np.mean(losses[:window])), float(np.mean(losses[-window:]))])
+    if world > 1:
+        dist.all_reduce(stats)
+        stats /= world
+    metrics = {
+        "lm_loss_start": float(stats[0]),
+        "lm_loss": float(stats[1]),
+        "steps": steps,
+        "documents": len(texts),
+        "tokens": tokens,
+        "tokens_per_second": tokens / max(train_seconds, 1e-9),
+        "train_seconds": train_seconds,
+        "truncated_train": enc.truncated,
+        "vocab_size": len(loaded.tokenizer),
+        "params": n_params,
+        "workers": world,
+        "zero_stage": res["zero_stage"],
+        "dtype": "bf16" if bf16 else "fp32",
+        "gpu": use_gpu,
+        "t_process_start": process_start,
+        "t_loop_start": t_start,
+        "t_train_start": t_train,
+        "t_train_end": t_train + train_seconds,
+    }
+    if rank == 0:
+        files = model_files(loaded.lm, loaded.tokenizer, state)
+        metrics["t_eval_end"] = time.time()  # the model saved
+        curve = {"step": list(range(0, steps, curve_every)), "loss": losses[::curve_every]}
+        files["config.json"] = json.dumps(run, indent=2, sort_keys=True, default=str).encode()
+        files["metrics.json"] = json.dumps({**metrics, "lm_loss_curve": curve}, indent=2).encode()
+        store.write_run(run["key"], files)
+    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
