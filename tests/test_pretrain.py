@@ -168,3 +168,19 @@ def test_a_model_folder_is_stored_and_read_back(tmp_path):
     assert open(f"{folder}/sub/w.bin", "rb").read() == b"123"
     (tmp_path / "store" / "runs" / "pretrain-x" / "model" / "sub" / "w.bin").write_bytes(b"x")
     assert not store.is_complete("pretrain-x")  # a changed weight file is caught
+
+
+def test_a_failed_pretraining_run_is_in_the_report_failures(tmp_path):
+    from w2sray.analysis.collect import collect
+    from w2sray.runs import manifest
+    from w2sray.sweep import _failure
+
+    spec = parse_spec(RAW)
+    plan = plan_sweep(spec)
+    store = Store(str(tmp_path / "store"))
+    store.write_manifest(spec.name, manifest(spec, plan))
+    small = next(r for r in plan.pretrain if r.model["name"] == "small")
+    store.record_failure(small.key, _failure(small, RuntimeError("corpus went missing")))
+    failures = collect(store).failures
+    row = failures[failures["run_key"] == small.key].iloc[0]
+    assert row["kind"] == "pretrain" and "corpus went missing" in row["error"]

@@ -343,6 +343,8 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     pretrain = {
         m.name: _pretrain_run(m, asdict(spec.resources_for(m))) for m in spec.models if m.pretrain
     }
+    for run in pretrain.values():  # in the manifest: the report lists a failed one's error
+        rows.setdefault((run.key, run.method), run.describe())
     model_dicts = {
         m.name: _model_dict(m, pretrain[m.name].key if m.name in pretrain else None)
         for m in spec.models
