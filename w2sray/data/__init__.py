@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from w2sray.data.latent import DEFAULTS as LATENT_DEFAULTS
+from w2sray.data.latent import latent_param_problems, latent_rows
 from w2sray.data.synthetic import synthetic_rows
 
 
@@ -95,6 +97,22 @@ def resolved_dataset_params(name: str, params: dict[str, Any]) -> dict[str, Any]
 )
 def _synthetic(n: int, seed: int, **params: object) -> tuple[list[str], list[int]]:
     return synthetic_rows(n, seed=seed, **params)
+
+
+@register_dataset(
+    "latent",
+    "Embedded offline task with latent knowledge: documents about hidden topics, labelled by "
+    "a fixed split of the topics; unlabeled text teaches a pretrained LM the topics "
+    "(w2sray/data/latent.py). Pretrain the ladder on another seed of it.",
+    params=tuple(LATENT_DEFAULTS),
+    # Unknown names are reported by validate_dataset_params; check the known ones.
+    validate=lambda params: latent_param_problems(
+        **{k: v for k, v in params.items() if k in LATENT_DEFAULTS}
+    ),
+    defaults=dict(LATENT_DEFAULTS),
+)
+def _latent(n: int, seed: int, **params: object) -> tuple[list[str], list[int]]:
+    return latent_rows(n, seed=seed, **params)
 
 
 def validate_dataset_params(name: str, params: dict) -> list[str]:

@@ -1,0 +1,192 @@
+"""The embedded task with latent knowledge: documents about one of many hidden topics.
+
+A document first draws its topic ``t`` uniformly from ``n_topics``; each of its words then comes,
+with probability ``coherence``, from topic ``t``'s own words and otherwise from the whole
+vocabulary (background noise), uniformly in either case. The binary label is a fixed partition
+of the topics: half of them (chosen by ``task_seed``) are class 1. So the label is a function of
+a latent variable, the topic, that every word of the document depends on.
+
+Each class's topics partition that class's words; ``shared`` is the fraction of the vocabulary
+that both classes use (each such word is in one topic of each class). With the shipped
+``shared=1.0`` every word is in exactly one class-0 topic and one class-1 topic, so a single word
+says nothing about the label: a bag-of-words or any model trained from scratch on a few thousand
+labels stays at chance, and only the co-occurrence of words (which topic they share) reveals it.
+
+Why unlabeled text carries the concept (the weak-to-strong setting of Burns et al., 2023,
+offline):
+
+- A causal LM pretrained on unlabeled documents must infer the topic to predict the next word:
+  knowing it moves most of the coherent words' probability from the whole vocabulary onto the
+  topic's ``vocab / (n_topics / 2)`` words (about 1 nat per word at the shipped setting, far
+  more than two topics give). Its hidden state then encodes the topic posterior, and the label
+  is a linear function of that posterior (the mass on class-1 topics): latent knowledge that a
+  head fine-tuned on a few (possibly weak) labels can read out. Linear probes on frozen
+  pretrained features confirm it (benchmarks/latent_calibration.py ``--probe``).
+- Labels alone are a poor teacher: with shared words they carry no per-word signal at all.
+- Capacity and pretraining compute give a ladder: how well a model represents the 16-way topic
+  posterior depends on its width and depth (a 16-wide one-layer model does it poorly) and on
+  how long it was pretrained.
+
+The topics' words and the label partition are fixed by ``task_seed`` (part of the task's
+definition: the same for every split, corpus and model); ``seed`` draws the documents.
+Everything is a pure, vectorised function of both, so a pretraining corpus (another seed) and
+the labelled splits share the topics but not the documents. ``latent_bayes_accuracy`` gives the
+ceiling (the exact posterior, knowing the topics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# The shipped (calibrated) task: see benchmarks/latent_calibration.py for how it was chosen.
+DEFAULTS = dict(
+    vocab=512, n_topics=16, shared=1.0, coherence=0.7, min_words=8, max_words=16, task_seed=0
+)  # fmt: skip
+
+
+def latent_param_problems(
+    vocab: int = DEFAULTS["vocab"],
+    n_topics: int = DEFAULTS["n_topics"],
+    shared: float = DEFAULTS["shared"],
+    coherence: float = DEFAULTS["coherence"],
+    min_words: int = DEFAULTS["min_words"],
+    max_words: int = DEFAULTS["max_words"],
+    task_seed: int = DEFAULTS["task_seed"],
+) -> list[str]:
+    """Problems with the generator's parameters (empty when they are valid)."""
+    problems = []
+    for name, v in (("vocab", vocab), ("n_topics", n_topics), ("min_words", min_words),
+                    ("max_words", max_words), ("task_seed", task_seed)):  # fmt: skip
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            problems.append(f"{name} must be an integer, got {v!r}")
+    for name, v in (("shared", shared), ("coherence", coherence)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)):
+            problems.append(f"{name} must be a number, got {v!r}")
+    if problems:
+        return problems
+    if n_topics < 2 or n_topics % 2:
+        problems.append(f"n_topics must be an even number >= 2 (half per class), got {n_topics}")
+    elif not 0.0 <= shared <= 1.0:
+        problems.append(f"shared must be in [0, 1], got {shared}")
+    elif round(shared * vocab) + (vocab - round(shared * vocab)) // 2 < n_topics // 2:
+        problems.append(
+            f"vocab {vocab} is too small for {n_topics} topics (each needs at least one word)"
+        )
+    if vocab > 7996:
+        problems.append(f"vocab must be at most 7996 (the corpus tokenizer's words), got {vocab}")
+    if not 0.0 < coherence <= 1.0:
+        problems.append(f"coherence must be in (0, 1], got {coherence}")
+    if not 1 <= min_words <= max_words:
+        problems.append(f"need 1 <= min_words <= max_words, got {min_words}, {max_words}")
+    if task_seed < 0:
+        problems.append(f"task_seed must be >= 0, got {task_seed}")
+    return problems
+
+
+def latent_task(
+    vocab: int, n_topics: int, shared: float = 0.0, task_seed: int = 0
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The task's definition: the words of each topic and the class (0 or 1) of each topic.
+
+    ``round(shared * vocab)`` words are shared by the classes, the rest split evenly into words
+    of class 0 and of class 1; the ``n_topics / 2`` topics of a class partition that class's
+    words plus the shared words (so a shared word belongs to one topic of each class, and says
+    nothing about the class on its own). Words are ``0..vocab-1``; a pure function of its args.
+    """
+    rng = np.random.default_rng([task_seed, 104729])
+    perm = rng.permutation(vocab)
+    n_shared = int(round(shared * vocab))
+    n_excl = (vocab - n_shared) // 2
+    common = perm[:n_shared]
+    own = (perm[n_shared : n_shared + n_excl], perm[n_shared + n_excl :])
+    half = n_topics // 2
+    topics = [
+        np.sort(t)
+        for cls in (0, 1)
+        for t in np.array_split(rng.permutation(np.concatenate([common, own[cls]])), half)
+    ]
+    order = rng.permutation(n_topics)  # topic ids do not give the class away
+    return [topics[i] for i in order], (order >= half).astype(np.int64)
+
+
+def latent_rows(
+    n: int,
+    seed: int = 0,
+    vocab: int = DEFAULTS["vocab"],
+    n_topics: int = DEFAULTS["n_topics"],
+    shared: float = DEFAULTS["shared"],
+    coherence: float = DEFAULTS["coherence"],
+    min_words: int = DEFAULTS["min_words"],
+    max_words: int = DEFAULTS["max_words"],
+    task_seed: int = DEFAULTS["task_seed"],
+) -> tuple[list[str], list[int]]:
+    """Return ``n`` (text, label) pairs: texts of ``min_words..max_words`` words ``w<i>``.
+
+    Params: ``vocab`` words in all; ``n_topics`` (even) topics of ``vocab / n_topics`` words
+    each; ``coherence``: probability that a word comes from the document's topic rather than
+    from the whole vocabulary; ``task_seed`` fixes the word-topic map and which topics are class
+    1; ``seed`` draws the documents. Labels are balanced in expectation. Raises ValueError for
+    bad parameters.
+    """
+    problems = latent_param_problems(
+        vocab, n_topics, shared, coherence, min_words, max_words, task_seed
+    )
+    if n < 0:
+        problems.append(f"n must be >= 0, got {n}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    topics, topic_label = latent_task(vocab, n_topics, shared, task_seed)
+    # Words grouped by topic: topic k's words are members[starts[k] : starts[k] + sizes[k]].
+    members = np.concatenate(topics)
+    sizes = np.array([len(t) for t in topics])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng([seed, 15485863])
+    topic = rng.integers(0, n_topics, size=n)
+    lengths = rng.integers(min_words, max_words + 1, size=n)
+    # All draws at once: for every word slot, on topic or not, then a word of that pool.
+    on_topic = rng.random((n, max_words)) < coherence
+    u = rng.random((n, max_words))
+    in_topic = members[starts[topic][:, None] + (u * sizes[topic][:, None]).astype(np.int64)]
+    background = rng.integers(0, vocab, size=(n, max_words))
+    words = np.where(on_topic, in_topic, background)
+    texts = [" ".join(f"w{w}" for w in words[i, : lengths[i]]) for i in range(n)]
+    return texts, [int(v) for v in topic_label[topic]]
+
+
+def latent_posterior(
+    texts: list[str],
+    vocab: int = DEFAULTS["vocab"],
+    n_topics: int = DEFAULTS["n_topics"],
+    shared: float = DEFAULTS["shared"],
+    coherence: float = DEFAULTS["coherence"],
+    task_seed: int = DEFAULTS["task_seed"],
+    **_: object,
+) -> np.ndarray:
+    """P(label = 1 | text) under the generator (it knows every topic's words and class): the
+    Bayes-optimal classifier's probabilities. Extra generator params (lengths) are unused."""
+    topics, topic_label = latent_task(vocab, n_topics, shared, task_seed)
+    # log p(word | topic k) up to a term shared by all topics: a word of topic k has probability
+    # coherence / size_k + (1 - coherence) / vocab, any other word (1 - coherence) / vocab.
+    table = np.zeros((vocab, n_topics))
+    for k, words in enumerate(topics):
+        table[words, k] = (
+            np.log1p(coherence * vocab / ((1.0 - coherence) * len(words)))
+            if coherence < 1
+            else 1e6  # coherence 1: every word is of the topic
+        )
+    loglik = np.zeros((len(texts), n_topics))
+    for i, text in enumerate(texts):
+        loglik[i] = table[[int(w[1:]) for w in text.split()]].sum(axis=0)
+    loglik -= loglik.max(axis=1, keepdims=True)
+    post = np.exp(loglik)
+    post /= post.sum(axis=1, keepdims=True)
+    return post[:, topic_label == 1].sum(axis=1)
+
+
+def latent_bayes_accuracy(texts: list[str], labels: list[int], **params: object) -> float:
+    """The Bayes-optimal classifier's accuracy on ``texts`` (``params``: the generator's; a tie
+    counted half right): the ceiling no model can pass in expectation."""
+    p1 = latent_posterior(texts, **params)
+    y = np.asarray(labels)
+    correct = np.where(np.isclose(p1, 0.5), 0.5, ((p1 > 0.5) == (y == 1)).astype(float))
+    return float(correct.mean()) if len(texts) else 0.0
