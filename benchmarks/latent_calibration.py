@@ -40,7 +40,12 @@ probe salience, xent PGR), then seeds 1 and 2 run once as held out. Commands run
   ... --vocab 512 --shared 1 --coherence 0.7 --pretrain-steps 1100 700 1500 --probe
   ... --vocab 512 --shared 1 --coherence 0.7 --pretrain-steps 1250 600 1500 --probe
   ... --vocab 512 --shared 1 --coherence 0.7 --n 2000 3000 2000 --epochs 2   (and --epochs 1)
-  # the shipped setting, seed 0 then held-out seeds 1 and 2
+  ... --vocab 512 --shared 1 --coherence 0.7 --probe --seeds 0 1 2  (gaps all < 0.05)
+  ... --coherence 0.7 --models w2s-tiny-1 w2s-tiny-2 w2s-tiny-4   (tiny-4: GT 0.74, dropped)
+  ... --coherence 0.65 --pretrain-steps 1500 1500 3000   (tiny-3 0.986: gap 2-3 still 0.023)
+  ... --coherence 0.7 --words 4 8   (shorter documents: tiny-3 learns nothing in 1500 steps)
+  ... --coherence 0.7 --n 1000 3000 2000   (students copy their supervisor: PGR 0 / 0 / 0.12)
+  # the shipped setting (coherence 0.65), seed 0 then held-out seeds 1 and 2
   .venv/bin/python benchmarks/latent_calibration.py --probe --seeds 0 1 2
 
 ("..." is ``.venv/bin/python benchmarks/latent_calibration.py``.) Other useful runs:

@@ -18,7 +18,8 @@ from w2sray.spec import parse_spec
 
 
 def quickstart_raw() -> dict:
-    """Mirrors sweeps/quickstart.yaml, written here so that editing the file changes nothing."""
+    """The quickstart as it was before pretraining (the synthetic task, no pretraining), written
+    here so that editing sweeps/quickstart.yaml changes nothing."""
     return {
         "name": "quickstart",
         "storage": "/unused",
@@ -63,6 +64,44 @@ GOLDEN_QUICKSTART_KEYS = [
 def test_golden_quickstart_keys():
     plan = plan_sweep(parse_spec(quickstart_raw(), "mem.yaml"))
     assert sorted(r.key for r in plan.all_runs()) == GOLDEN_QUICKSTART_KEYS
+
+
+def pretrained_quickstart_raw() -> dict:
+    """Mirrors sweeps/quickstart.yaml: the latent task with its pretraining stage."""
+    raw = quickstart_raw()
+    raw["datasets"] = [{"name": "latent", "n_gt": 3000, "n_weak": 3000, "n_test": 2000}]
+    recipe = {
+        "corpus": {"dataset": "latent", "n": 20000, "seed": 1},
+        "steps": 1500,
+        "lr": 3.0e-3,
+        "batch_size": 32,
+        "max_length": 32,
+    }
+    raw["models"] = [{"name": f"w2s-tiny-{i}", "pretrain": recipe} for i in (1, 2, 3)]
+    raw["train"] = {**raw["train"], "epochs": 2}
+    return raw
+
+
+GOLDEN_PRETRAINED_QUICKSTART_KEYS = [
+    "gt-3f60fb8a1a303ff6989e",
+    "gt-4052749baa42bfc0ad34",
+    "gt-a646cbd5135468671896",
+    "pretrain-63850faf462f341dd3c4",
+    "pretrain-6dc49260dcd82ad4dd70",
+    "pretrain-e2ce3f95f3d3815245f0",
+    "transfer-0cda32b781700cc46b27",
+    "transfer-354116e0e0e68f9a543c",
+    "transfer-5a73478392e1983d8ed1",
+    "transfer-a7a928ef0b5be289c09f",
+    "transfer-b34f94c7db84611c6cd1",
+    "transfer-fee5637c7c019619006f",
+]
+
+
+def test_golden_pretrained_quickstart_keys():
+    plan = plan_sweep(parse_spec(pretrained_quickstart_raw(), "mem.yaml"))
+    assert sorted(r.key for r in plan.all_runs()) == GOLDEN_PRETRAINED_QUICKSTART_KEYS
+    assert len(plan.pretrain) == 3
 
 
 # ------------------------------------------------------------------------------------------------

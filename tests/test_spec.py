@@ -65,8 +65,12 @@ def test_quickstart_loads():
     assert [m.name for m in spec.methods] == ["xent", "logconf"]
     assert spec.seeds == (0,)
     (ds,) = spec.datasets
-    assert (ds.name, ds.n_gt, ds.n_weak, ds.n_test) == ("synthetic", 6000, 6000, 2000)
-    assert spec.train.epochs == 3
+    assert (ds.name, ds.n_gt, ds.n_weak, ds.n_test) == ("latent", 3000, 3000, 2000)
+    # Every rung pretrains with one recipe (a YAML anchor), on another seed than the splits'.
+    pre = spec.models[0].pretrain
+    assert all(m.pretrain == pre for m in spec.models)
+    assert pre.corpus.dataset == "latent" and pre.corpus.seed != ds.split_seed
+    assert spec.train.epochs == 2
     assert spec.train.max_length == 32
     assert spec.resources.zero_stage == 1
 
