@@ -184,3 +184,17 @@ def test_a_failed_pretraining_run_is_in_the_report_failures(tmp_path):
     failures = collect(store).failures
     row = failures[failures["run_key"] == small.key].iloc[0]
     assert row["kind"] == "pretrain" and "corpus went missing" in row["error"]
+
+
+def test_plan_lists_the_pretraining_runs(tmp_path, capsys):
+    raw = copy.deepcopy(RAW)
+    raw["storage"] = str(tmp_path / "store")
+    path = tmp_path / "spec.yaml"
+    path.write_text(json.dumps(raw))
+    assert cli.main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    keys = {r.key for r in plan_sweep(parse_spec(raw)).pretrain}
+    listed = [line for line in out.splitlines() if line.startswith("pretrain ")]
+    assert {line.split()[1] for line in listed} == keys and all("todo" in x for x in listed)
+    assert "2 pretraining, 3 ground-truth" in out
+    assert not (tmp_path / "store").exists()  # plan writes nothing
