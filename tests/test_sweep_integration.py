@@ -59,6 +59,13 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     broken_gt = next(r for r in plan.gt if r.model["name"] == "broken")
     transfer = plan.transfer[0]
     assert outcome.done == [strong_gt.key] and store.is_complete(strong_gt.key)
+    m = store.read_json(strong_gt.key, "metrics.json")
+    # one fp32 CPU worker: its engine trains without ZeRO (zero.engine_stage), the spec's stage
+    # is recorded as such; the worker used its 1 CPU's thread; no identity all-reduce of every
+    # gradient (train_loop_per_worker)
+    assert (m["zero_stage"], m["engine_zero_stage"], m["torch_threads"]) == (1, 0, 1)
+    assert m["engine_allreduce"] is False
+    assert m["train_cpu_seconds"] > 0 and isinstance(m["worker_nice"], int)
     assert set(outcome.failed) == {broken_gt.key, transfer.key}
     assert not store.is_complete(broken_gt.key)
     failures = {f["key"]: f for f in store.failures()}

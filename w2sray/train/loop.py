@@ -8,6 +8,7 @@ knows nothing about Tune.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -237,7 +238,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from w2sray.models import W2SClassifier, enable_gradient_checkpointing, load_model
     from w2sray.train import checkpoint
     from w2sray.train.pretrain import MODEL_DIR
-    from w2sray.train.zero import deepspeed_config, resolve_bf16
+    from w2sray.train.zero import deepspeed_config, engine_stage, resolve_bf16
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
@@ -303,19 +304,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer,
         _lr_lambda(total_steps, train["lr_warmup_frac"], gen_steps, gen_lr / train["lr"]),
     )
+    offload = res.get("offload", False)
+    stage = engine_stage(res["zero_stage"], world, use_gpu, bf16, offload)
     ds_cfg = deepspeed_config(
         micro,
         world,
-        res["zero_stage"],
+        stage,
         train["grad_clip"],
         bf16,
-        res.get("offload", False),
+        offload,
         use_gpu,
     )
     t_ds = time.time()
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
     )
+    if stage == 0 and world == 1 and not bf16:
+        # Without ZeRO, DeepSpeed all-reduces the gradients after every backward: it flattens them
+        # into one buffer, reduces it and copies it back, an identity with one worker that costs
+        # two copies of every gradient per step (examples/s on a 17M encoder on CPU: 0.82-0.96
+        # of a plain torch loop with it, 0.98-0.99 without; benchmarks/RESULTS.md section 7).
+        engine.enable_backward_allreduce = False
 
     # Every worker draws the same global order (see train_steps).
     order_arr = _order(run["seed"], len(texts), total_steps * train["batch_size"])
@@ -342,13 +351,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine, enc, gen_order, gen_steps, train["batch_size"], rank, world, device
         )
     gen_seconds = time.time() - t_gen
-    t_train = time.time()
+    t_train, cpu_train = time.time(), time.process_time()
     losses, tokens = train_steps(
         engine, enc, target_t, order_arr, total_steps, train["batch_size"], rank, world, device,
         run["loss"], run["loss_params"], max(0, start_step - gen_steps), on_step,
     )  # fmt: skip
     losses, tokens = done_losses + losses, done_tokens + tokens
     train_seconds = time.time() - t_train
+    train_cpu_seconds = time.process_time() - cpu_train
 
     def predict_on(texts_: list[str]) -> np.ndarray:
         e = Encoded(loaded.tokenizer, texts_, train["max_length"])
@@ -394,13 +404,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "t_train_end": t_train + train_seconds,
         "t_eval_end": t_eval + eval_seconds,
         "tokens_per_second": float(stats[1]) / max(train_seconds, 1e-9),
+        # How this worker ran (benchmarks/RESULTS.md section 7): its scheduling priority (Ray
+        # starts workers at nice 15 unless RAY_worker_niceness says otherwise), its torch
+        # threads and the CPU time of its process while training (over train_seconds: the
+        # cores it actually had).
+        "worker_nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "torch_threads": torch.get_num_threads(),
+        "train_cpu_seconds": train_cpu_seconds,
         "examples": len(texts),
         "n_test": 0 if searching else len(splits.test_texts),
         "truncated_train": enc.truncated,
         "truncated_eval": truncated_eval,
         "workers": world,
         "resumed_from_step": start_step,
-        "zero_stage": res["zero_stage"],
+        "zero_stage": res["zero_stage"],  # the spec's
+        "engine_zero_stage": stage,  # the engine's (engine_stage: 0 for one fp32 CPU worker)
+        "engine_allreduce": bool(engine.enable_backward_allreduce),
         "params": n_params,
         "dtype": "bf16" if bf16 else "fp32",  # train.dtype as resolved on this device
         "gradient_checkpointing": bool(train.get("gradient_checkpointing", False)),

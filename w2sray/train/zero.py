@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Set to "spec" (in the workers' environment, e.g. a runtime_env) to build every engine with the
+# spec's ZeRO stage, one-worker CPU runs included: to exercise ZeRO's code paths on a CPU box.
+KEEP_STAGE_ENV = "W2SRAY_ENGINE_ZERO_STAGE"
 
 
 def resolve_bf16(dtype: str, gpu: bool, gpu_bf16: bool) -> bool:
@@ -23,6 +28,27 @@ def resolve_bf16(dtype: str, gpu: bool, gpu_bf16: bool) -> bool:
             )
         return True
     raise ValueError(f"train.dtype must be auto, fp32 or bf16, got {dtype!r}")
+
+
+def engine_stage(zero_stage: int, world_size: int, gpu: bool, bf16: bool, offload: bool) -> int:
+    """The ZeRO stage a run's DeepSpeed engine is built with: the spec's, except 0 for a
+    one-worker fp32 run on CPU without offload.
+
+    With one worker ZeRO partitions nothing (the one partition is the whole model), so on CPU its
+    stages only add work: a flat fp32 master copy of the parameters, per-parameter gradient
+    hooks copying every gradient into ZeRO's buffers, and a copy of the master weights back into
+    the model each step. On a 17M-parameter encoder (2 threads) ZeRO-1 ran 0.78 of a plain torch
+    loop's examples/s, stage 0 0.98-0.99 (without its all-reduce, see train_loop_per_worker;
+    benchmarks/RESULTS.md section 7). Stage 0 with a client AdamW is the same optimisation (fp32
+    weights, the engine's gradient clipping), so the run's results agree up to float rounding
+    (per-step losses within 1.2e-7 of ZeRO-1's over 30 steps), as Resources promises. GPUs
+    (memory layout), bf16 (ZeRO keeps the fp32 master weights) and offload keep their stage, and
+    so does every run when $W2SRAY_ENGINE_ZERO_STAGE is "spec".
+    """
+    keep = os.environ.get(KEEP_STAGE_ENV) == "spec"
+    if world_size == 1 and not gpu and not bf16 and not offload and not keep:
+        return 0
+    return zero_stage
 
 
 def deepspeed_config(
