@@ -48,7 +48,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from w2sray.models import W2SClassifier, load_model
-    from w2sray.train.zero import deepspeed_config, resolve_bf16
+    from w2sray.train.zero import deepspeed_config, engine_stage, resolve_bf16
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
@@ -79,18 +79,16 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         model.parameters(), lr=pre["lr"], weight_decay=pre["weight_decay"]
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, pre["warmup_frac"]))
+    offload = res.get("offload", False)
+    stage = engine_stage(res["zero_stage"], world, use_gpu, bf16, offload)  # as loop.py does
     ds_cfg = deepspeed_config(
-        batch // world,
-        world,
-        res["zero_stage"],
-        pre["grad_clip"],
-        bf16,
-        res.get("offload", False),
-        use_gpu,
+        batch // world, world, stage, pre["grad_clip"], bf16, offload, use_gpu
     )
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
     )
+    if stage == 0 and world == 1 and not bf16:
+        engine.enable_backward_allreduce = False  # an identity with one worker (see loop.py)
     order = _order(run["seed"], len(texts), steps * batch)
     t_train = time.time()
     losses = lm_steps(engine, enc, order, steps, batch, rank, world, device)
@@ -101,7 +99,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     lm = engine.module.lm
     gather = (
         deepspeed.zero.GatheredParameters(list(lm.parameters()), modifier_rank=None)
-        if res["zero_stage"] == 3
+        if stage == 3
         else contextlib.nullcontext()
     )
     with gather:
@@ -128,7 +126,8 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         "vocab_size": len(loaded.tokenizer),
         "params": n_params,
         "workers": world,
-        "zero_stage": res["zero_stage"],
+        "zero_stage": res["zero_stage"],  # the spec's
+        "engine_zero_stage": stage,
         "dtype": "bf16" if bf16 else "fp32",
         "gpu": use_gpu,
         "t_process_start": process_start,
