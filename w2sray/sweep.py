@@ -335,6 +335,8 @@ def _blocked(run: Run, store: Store, out: Outcome) -> str | None:
     """Why ``run`` cannot start: the first run it needs (its upstream, its model's pretraining)
     that failed or has no result; None when it can."""
     for need in run.needs:
+        if need in out.done or need in out.skipped:  # complete, checked in this invocation
+            continue
         if need in out.failed or not store.is_complete(need):
             role = "pretraining" if need == run.model.get("pretrain") else "upstream"
             return f"{role} run {need} has no result"

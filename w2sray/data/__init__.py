@@ -105,10 +105,7 @@ def _synthetic(n: int, seed: int, **params: object) -> tuple[list[str], list[int
     "a fixed split of the topics; unlabeled text teaches a pretrained LM the topics "
     "(w2sray/data/latent.py). Pretrain the ladder on another seed of it.",
     params=tuple(LATENT_DEFAULTS),
-    # Unknown names are reported by validate_dataset_params; check the known ones.
-    validate=lambda params: latent_param_problems(
-        **{k: v for k, v in params.items() if k in LATENT_DEFAULTS}
-    ),
+    validate=lambda params: latent_param_problems(**params),  # names: validate_dataset_params
     defaults=dict(LATENT_DEFAULTS),
 )
 def _latent(n: int, seed: int, **params: object) -> tuple[list[str], list[int]]:

@@ -36,6 +36,8 @@ ceiling (the exact posterior, knowing the topics).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # The shipped (calibrated) task: see benchmarks/latent_calibration.py for how it was chosen.
@@ -44,16 +46,12 @@ DEFAULTS = dict(
 )  # fmt: skip
 
 
-def latent_param_problems(
-    vocab: int = DEFAULTS["vocab"],
-    n_topics: int = DEFAULTS["n_topics"],
-    shared: float = DEFAULTS["shared"],
-    coherence: float = DEFAULTS["coherence"],
-    min_words: int = DEFAULTS["min_words"],
-    max_words: int = DEFAULTS["max_words"],
-    task_seed: int = DEFAULTS["task_seed"],
-) -> list[str]:
-    """Problems with the generator's parameters (empty when they are valid)."""
+def latent_param_problems(**params: Any) -> list[str]:
+    """Problems with the generator's parameters (empty when they are valid); those not given
+    take their DEFAULTS."""
+    p = {**DEFAULTS, **params}
+    vocab, n_topics, shared, coherence = p["vocab"], p["n_topics"], p["shared"], p["coherence"]
+    min_words, max_words, task_seed = p["min_words"], p["max_words"], p["task_seed"]
     problems = []
     for name, v in (("vocab", vocab), ("n_topics", n_topics), ("min_words", min_words),
                     ("max_words", max_words), ("task_seed", task_seed)):  # fmt: skip
@@ -129,8 +127,9 @@ def latent_rows(
     bad parameters.
     """
     problems = latent_param_problems(
-        vocab, n_topics, shared, coherence, min_words, max_words, task_seed
-    )
+        vocab=vocab, n_topics=n_topics, shared=shared, coherence=coherence,
+        min_words=min_words, max_words=max_words, task_seed=task_seed,
+    )  # fmt: skip
     if n < 0:
         problems.append(f"n must be >= 0, got {n}")
     if problems:

@@ -224,11 +224,13 @@ def load_local(
     texts, labels = table_examples(
         path, rows, text_column, label_column, text_pair_column, label_map
     )
-    if balance:
-        idx = balanced_indices(labels, n, seed)
-    else:
-        idx = shuffled_indices(len(labels), n, seed)
+    idx = _sample(labels, n, seed, balance)
     return [texts[i] for i in idx], [labels[i] for i in idx]
+
+
+def _sample(labels: list[int], n: int, seed: int, balance: bool) -> np.ndarray:
+    """Indices of up to ``n`` rows: ``n // 2`` per class if ``balance``, else a seeded shuffle."""
+    return balanced_indices(labels, n, seed) if balance else shuffled_indices(len(labels), n, seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,10 +310,7 @@ def load_local_sources(
             ", ".join(test_paths(test_path)),
         )
     texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-    if balance:
-        idx = balanced_indices(labels, n_train, seed)
-    else:
-        idx = shuffled_indices(len(labels), n_train, seed)
+    idx = _sample(labels, n_train, seed, balance)
     test_idx = rng_for(seed, "test").permutation(len(test_texts))[:n_test]
     return SourcedExamples(
         [texts[i] for i in idx],
