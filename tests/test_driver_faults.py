@@ -21,6 +21,7 @@ started again (at most twice). Measured: 915 s under load 10-40 with two such re
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -60,7 +61,11 @@ SPEC_Y = {
     "methods": ["xent", {"name": "logconf", "loss": "logconf", "params": {"alpha_max": 0.5}}],
 }
 RAY_START_FAILED = "The current node timed out during startup"
-SUMMARY = re.compile(r"trained (\d+), already complete (\d+), failed (\d+)")
+SUMMARY = re.compile(
+    r"trained (\d+), already complete (\d+), failed (\d+) in \d+s"
+    r"(?: \((\d+) more trained meanwhile by another sweep\))?"
+)
+CLAIM_TTL_S = 20  # a killed driver's claims are taken over this long after its last renewal
 
 
 class DoneWatcher(threading.Thread):
@@ -132,6 +137,7 @@ class Driver:
                 "RAY_USAGE_STATS_ENABLED": "0",
                 "RAY_raylet_start_wait_time_s": "120",  # the box is loaded
                 "PYTHONUNBUFFERED": "1",
+                "W2SRAY_CLAIM_TTL_S": str(CLAIM_TTL_S),
             }
         )
         self.log_path = os.path.join(self.root, f"{self.name}-{len(self.procs)}.log")
@@ -174,10 +180,11 @@ class Driver:
         self.wall = time.time() - self.t0
         return rc
 
-    def summary(self) -> tuple[int, int, int]:
+    def summary(self) -> tuple[int, int, int, int]:
+        """(trained, already complete, failed, trained meanwhile by another sweep)"""
         found = SUMMARY.findall(self.output())
         assert found, f"{self.name} printed no summary:\n{self.output()[-6000:]}"
-        return tuple(int(x) for x in found[-1])  # type: ignore[return-value]
+        return tuple(int(x or 0) for x in found[-1])  # type: ignore[return-value]
 
     def processes(self) -> dict[int, psutil.Process]:
         """Every live process this driver started: its group, its descendants (the raylet's
@@ -199,6 +206,25 @@ class Driver:
             for tmpdir in self.tmpdirs:
                 shutil.rmtree(tmpdir, ignore_errors=True)
         return left
+
+
+def _trainings(ray_dir: str) -> dict[str, list[str]]:
+    """{run key: the Tune trial folders whose final result says they trained it}, over every
+    experiment of the drivers (a trial killed mid-fit has no such result)."""
+    out: dict[str, list[str]] = {}
+    for exp in os.listdir(ray_dir):
+        if not exp.startswith("drv-"):
+            continue
+        for trial in os.listdir(os.path.join(ray_dir, exp)):
+            path = os.path.join(ray_dir, exp, trial, "result.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as fh:
+                rows = [json.loads(line) for line in fh if line.strip()]
+            for row in rows:
+                if "t_fit_start" in row:
+                    out.setdefault(row["config"]["run_key"], []).append(f"{exp}/{trial}")
+    return out
 
 
 def _alive(procs: dict[int, psutil.Process]) -> list[str]:
@@ -294,8 +320,9 @@ def test_killed_driver_resumes_and_concurrent_sweeps_share_one_store(ray_cluster
         # -- X, undisturbed, finishes every run ----------------------------------------------
         assert x.wait(TIMEOUT) == 0, x.output()[-6000:]
         timings["X"] = x.wall
-        trained_x, skipped_x, failed_x = x.summary()
-        assert failed_x == 0 and trained_x + skipped_x == 3, x.output()[-3000:]
+        trained_x, skipped_x, failed_x, waited_x = x.summary()
+        assert failed_x == 0 and trained_x + skipped_x + waited_x == 3, x.output()[-3000:]
+        print(f"X: trained {trained_x}, waited for Y's result {waited_x}, found {skipped_x}")
         assert all(store.is_complete(k) for k in keys_x)
 
         # -- Y again: only what is missing ---------------------------------------------------
@@ -306,7 +333,8 @@ def test_killed_driver_resumes_and_concurrent_sweeps_share_one_store(ray_cluster
         drivers.append(y2)
         assert y2.wait(TIMEOUT) == 0, y2.output()[-6000:]
         timings["Y rerun"] = y2.wall
-        assert y2.summary() == (len(keys_y) - len(before), len(before), 0), y2.output()[-3000:]
+        want = (len(keys_y) - len(before), len(before), 0, 0)
+        assert y2.summary() == want, y2.output()[-3000:]
         assert all(store.is_complete(k) for k in keys_y)
         watcher.stop.set()
         watcher.join(timeout=10)
@@ -322,6 +350,16 @@ def test_killed_driver_resumes_and_concurrent_sweeps_share_one_store(ray_cluster
         leftovers = [n for n in os.listdir(runs_dir) if n.startswith(".")]
         assert leftovers == [], f"temporary or broken run folders left: {leftovers}"
         assert store.failures() == []
+        assert not os.path.exists(os.path.join(storage, "claims")) or not os.listdir(
+            os.path.join(storage, "claims")
+        ), "claims left behind after every driver finished"
+
+        # -- no run trained twice: every trial that trained a run (its result has the fit's
+        # start time) across both drivers' Tune experiments, by run key ----------------------
+        trained_by = _trainings(os.path.join(storage, "ray"))
+        assert set(trained_by) <= keys_y
+        twice = {k: v for k, v in trained_by.items() if len(v) > 1}
+        assert twice == {}, f"runs trained by more than one trial: {twice}"
 
         # -- the resumed run's metrics equal an uninterrupted sweep's -------------------------
         t_ref = time.time()

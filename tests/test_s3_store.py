@@ -164,3 +164,40 @@ def test_ray_storage_path_keeps_the_endpoint(s3, s3_server):
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert object_key("ray", "sweep-gt", ".validate_storage_marker") in keys
     assert object_key("ray", "train", KEY, ".validate_storage_marker") in keys
+
+
+def test_claims_on_s3(s3, s3_server):
+    """The claim protocol of w2sray.claims on an object store (no create-if-absent): one owner
+    at a time, a race of claimants has one winner, an expired claim is taken over."""
+    import threading
+    import time
+
+    from w2sray.claims import Lease, claim_or_wait
+
+    store = Store(uri(s3_server))
+    a, b = Lease(store, KEY, ttl=30, settle=0.2), Lease(store, KEY, ttl=30, settle=0.2)
+    assert a.acquire()
+    body = s3.get_object(Bucket=BUCKET, Key=object_key("claims", f"{KEY}.json"))["Body"].read()
+    assert json.loads(body)["owner"] == a.owner  # really in the bucket
+    assert not b.acquire()
+    a.release()
+    assert store.read_claim(KEY) is None
+
+    leases = [Lease(store, KEY, ttl=0.5, settle=0.5) for _ in range(6)]
+    won = [False] * len(leases)
+    start = threading.Barrier(len(leases))
+
+    def claim(i: int) -> None:
+        start.wait()
+        won[i] = leases[i].acquire()
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(leases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(won) == 1, won
+    time.sleep(0.6)  # the winner's claim expires unrenewed: the next claimant takes it over
+    lease = claim_or_wait(store, KEY, poll=0.1)
+    assert lease is not None and store.read_claim(KEY)["owner"] == lease.owner
+    assert not leases[won.index(True)].renew()

@@ -280,9 +280,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     out = execute(spec, plan, store, address=args.address, printer=lambda s: print(s, flush=True))
+    meanwhile = f" ({len(out.elsewhere)} more trained meanwhile by another sweep)"
     print(
         f"\ntrained {len(out.done)}, already complete {len(out.skipped)}, failed {len(out.failed)}"
-        f" in {out.wall_seconds:.0f}s"
+        f" in {out.wall_seconds:.0f}s{meanwhile if out.elsewhere else ''}"
     )
     for key, err in out.failed.items():
         print(f"  FAILED {key}: {err}")

@@ -6,12 +6,15 @@ Layout::
     <root>/failures/<key>.json          a run's or search's last error (cleared on later success)
     <root>/sweeps/<name>.json           the manifest of a sweep: its ladder and run keys
     <root>/searches/<key>.json          an Optuna search's trials and chosen setting
+    <root>/claims/<key>.json            a live claim on a run being trained (w2sray.claims)
     <root>/ray/                         Ray Tune / Train storage_path (checkpoints, trial state)
 
 A run is complete only when DONE.json exists and every file it lists has the recorded sha256:
 a truncated or half-written artifact is never read as a result. On a local disk the folder is
 written under a temporary name and renamed into place (atomic); on object stores, where rename
-is a copy, DONE.json is written last and is the commit point.
+is a copy, DONE.json is written last and is the commit point. Temporary names a killed writer
+left behind (``.tmp-*``, ``.broken-*``) are removed by the next writer once older than
+``TMP_GRACE_S``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 DONE = "DONE.json"
+# A temporary file or folder older than this is a killed writer's leftover, not one in progress.
+TMP_GRACE_S = float(os.environ.get("W2SRAY_TMP_GRACE_S", 3600))
 
 
 # "OSError: ...", "ray.exceptions.RayTaskError(ValueError): ..." -- an exception line, which a
@@ -118,6 +123,7 @@ class Store:
             with open(tmp, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, path)
+            remove_stale(os.path.dirname(path))
         else:
             self._write_bytes(path, data)
 
@@ -153,6 +159,7 @@ class Store:
         if self.local:
             runs = os.path.dirname(final)
             os.makedirs(runs, exist_ok=True)
+            remove_stale(runs)
             tmp = os.path.join(runs, f".tmp-{key}-{uuid.uuid4().hex}")
             os.makedirs(tmp)
             for name, data in payload.items():
@@ -256,6 +263,55 @@ class Store:
                     continue
         return out
 
+    # -- claims (w2sray.claims) ------------------------------------------------------------------
+    def _claim_path(self, key: str) -> str:
+        return self.path("claims", f"{key}.json")
+
+    def read_claim(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._read_bytes(self._claim_path(key)))
+        except (FileNotFoundError, ValueError):  # none (or released while read)
+            return None
+        except OSError:  # some filesystems report a missing object as a plain OSError
+            if self._exists(self._claim_path(key)):
+                raise
+            return None
+
+    def write_claim(self, key: str, claim: dict[str, Any]) -> None:
+        self._write_json_atomic(self._claim_path(key), claim)
+
+    def create_claim(self, key: str, claim: dict[str, Any]) -> bool:
+        """Create the claim only if none exists (local disks: an exclusive hard link of a
+        written temporary file, so the claim never exists half-written). False if one did."""
+        if not self.local:
+            raise NotImplementedError("create-if-absent is local only; see w2sray.claims")
+        path = self._claim_path(key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "w") as fh:
+            json.dump(claim, fh)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+
+    def claim_keys(self) -> list[str]:
+        sel = pafs.FileSelector(self.path("claims"), allow_not_found=True)
+        return sorted(
+            posixpath.basename(i.path)[: -len(".json")]
+            for i in self.fs.get_file_info(sel)
+            if i.path.endswith(".json")
+        )
+
+    def delete_claim(self, key: str) -> None:
+        try:
+            self.fs.delete_file(self._claim_path(key))
+        except FileNotFoundError:
+            pass
+
     # -- sweep manifests -----------------------------------------------------------------------
     def write_manifest(self, name: str, manifest: dict[str, Any]) -> None:
         self._write_json_atomic(self.path("sweeps", f"{name}.json"), manifest)
@@ -276,6 +332,33 @@ class Store:
             if info.path.endswith(".json"):
                 out.append(json.loads(self._read_bytes(info.path)))
         return out
+
+
+def remove_stale(folder: str, grace: float | None = None) -> list[str]:
+    """Remove the ``.tmp-*`` / ``.broken-*`` entries of a local ``folder`` (killed writers'
+    leftovers) last modified more than ``grace`` seconds ago; return the names removed."""
+    grace = TMP_GRACE_S if grace is None else grace
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    cutoff = time.time() - grace
+    for entry in entries:
+        name = entry.name
+        if ".tmp-" not in name and not name.startswith(".broken-"):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue  # perhaps still being written
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(name)
+        except FileNotFoundError:  # another writer removed it first
+            continue
+    return removed
 
 
 def parquet_bytes(df: pd.DataFrame) -> bytes:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from w2sray.claims import Renewer, claim_or_wait, remove_expired
 from w2sray.runs import Plan, Run, Search, manifest
 from w2sray.spec import SweepSpec
 from w2sray.store import Store, error_line
@@ -23,12 +24,17 @@ from w2sray.store import Store, error_line
 # A custom resource that trial drivers hold instead of CPUs: with Tune's default of 1 CPU per
 # trial plus 1 per Train worker, concurrent trials on a small node deadlock waiting for CPUs.
 DRIVER_RESOURCE = "w2s_driver"
+# In a trial's result: the run was complete without this trial training it (another sweep
+# sharing the store trained it, perhaps while this trial waited on its claim).
+ELSEWHERE = "trained_elsewhere"
 
 
 @dataclass
 class Outcome:
     done: list[str] = field(default_factory=list)  # trained in this invocation
     skipped: list[str] = field(default_factory=list)  # already complete in the store
+    # completed meanwhile by another sweep sharing the store (this one waited on its claim)
+    elsewhere: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # key -> first line of the error
     searched: list[str] = field(default_factory=list)  # searches run or reused
     wall_seconds: float = 0.0
@@ -125,19 +131,31 @@ def _trial(
 
     key = config["run_key"]
     store = Store(store_uri)
-    if not store.is_complete(key):  # another sweep sharing the store may have finished it
+    # Claim the run before training it: a live claim of another sweep sharing the store means
+    # it is being trained there, and this trial waits for its result instead.
+    lease = claim_or_wait(store, key)
+    if lease is None:  # complete: trained by another sweep (before or while this one waited)
+        timing = {ELSEWHERE: 1}
+    else:
+        renewer = Renewer(lease)
+        renewer.start()
         run = runs[key]
         t_fit = time.time()
         try:
-            build_trainer(run, store, in_tune=report_train).fit()
-            if not store.is_complete(key):
-                raise RuntimeError(f"run {key} finished without complete artifacts")
+            if store.is_complete(key):  # completed between the check and the claim
+                timing = {ELSEWHERE: 1}
+            else:
+                build_trainer(run, store, in_tune=report_train).fit()
+                if not store.is_complete(key):
+                    raise RuntimeError(f"run {key} finished without complete artifacts")
+                timing = {"t_fit_start": t_fit, "t_fit_end": time.time()}
         except Exception as exc:
             store.record_failure(key, _failure(run, exc))
             raise
-        timing = {"t_fit_start": t_fit, "t_fit_end": time.time()}
-    else:
-        timing = {"skipped": 1}
+        finally:
+            renewer.stop.set()
+            renewer.join()
+            lease.release()
     metrics = store.read_json(key, "metrics.json")
     return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, **timing}
 
@@ -225,8 +243,10 @@ def run_stage(
     store: Store,
     spec: SweepSpec,
     printer: Callable[[str], None],
+    elsewhere: list[str] | None = None,
 ) -> dict[str, str]:
-    """Fit one Tuner over ``runs``; return {key: error line} for the runs that failed."""
+    """Fit one Tuner over ``runs``; return {key: error line} for the runs that failed. The keys
+    of runs another sweep sharing the store completed meanwhile are added to ``elsewhere``."""
     import ray
     from ray import tune
 
@@ -257,6 +277,8 @@ def run_stage(
             failed[key] = error_line(result.error)
             if not store.has_failure(key):
                 store.record_failure(key, _failure(by_key[key], str(result.error)))
+        elif key and elsewhere is not None and (result.metrics or {}).get(ELSEWHERE):
+            elsewhere.append(key)
     return failed
 
 
@@ -335,7 +357,7 @@ def _blocked(run: Run, store: Store, out: Outcome) -> str | None:
     """Why ``run`` cannot start: the first run it needs (its upstream, its model's pretraining)
     that failed or has no result; None when it can."""
     for need in run.needs:
-        if need in out.done or need in out.skipped:  # complete, checked in this invocation
+        if need in out.done or need in out.skipped or need in out.elsewhere:  # checked complete
             continue
         if need in out.failed or not store.is_complete(need):
             role = "pretraining" if need == run.model.get("pretrain") else "upstream"
@@ -378,9 +400,9 @@ def execute(
             printer(f"[{name}] nothing to run ({len(runs)} runs already complete or blocked)")
             return
         connect(address)
-        failed = run_stage(name, todo, store, spec, printer)
+        failed = run_stage(name, todo, store, spec, printer, elsewhere=out.elsewhere)
         out.failed.update(failed)
-        out.done.extend(r.key for r in todo if r.key not in failed)
+        out.done.extend(r.key for r in todo if r.key not in failed and r.key not in out.elsewhere)
 
     for name, runs in plan.stages:
         stage(name, runs)
@@ -413,6 +435,7 @@ def execute(
                 selected.append(s.final_run(records[s.key]["best"]))
         store.write_manifest(spec.name, manifest(spec, plan, selected))
         stage("selected", list({r.key: r for r in selected}.values()))
+    remove_expired(store)  # claims a killed driver left behind
     out.wall_seconds = time.time() - t0
     return out
 
