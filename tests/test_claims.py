@@ -61,6 +61,23 @@ def test_renewer_keeps_a_short_lease_alive(tmp_path):
     assert Lease(store, KEY, settle=0.05).acquire()  # stopped renewing: expired
 
 
+def race(leases: list[Lease]) -> list[bool]:
+    """Every lease's acquire() at once, one thread each; which ones won."""
+    won = [False] * len(leases)
+    start = threading.Barrier(len(leases))
+
+    def claim(i: int) -> None:
+        start.wait()
+        won[i] = leases[i].acquire()
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(leases))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won
+
+
 def test_concurrent_claimants_one_wins(tmp_path):
     """Eight threads claim a free run at once, then eight race for its expired claim."""
     store = Store(str(tmp_path))
@@ -69,18 +86,7 @@ def test_concurrent_claimants_one_wins(tmp_path):
             assert Lease(store, KEY, ttl=0.1).acquire()
             time.sleep(0.2)
         leases = [Lease(store, KEY, ttl=30, settle=0.5) for _ in range(8)]
-        won: list[bool] = [False] * len(leases)
-        start = threading.Barrier(len(leases))
-
-        def claim(i: int, leases=leases, won=won, start=start) -> None:
-            start.wait()
-            won[i] = leases[i].acquire()
-
-        threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(leases))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        won = race(leases)
         assert sum(won) == 1, (phase, won)
         assert store.read_claim(KEY)["owner"] == leases[won.index(True)].owner
         store.delete_claim(KEY)

@@ -169,8 +169,9 @@ def test_ray_storage_path_keeps_the_endpoint(s3, s3_server):
 def test_claims_on_s3(s3, s3_server):
     """The claim protocol of w2sray.claims on an object store (no create-if-absent): one owner
     at a time, a race of claimants has one winner, an expired claim is taken over."""
-    import threading
     import time
+
+    from test_claims import race
 
     from w2sray.claims import Lease, claim_or_wait
 
@@ -184,18 +185,7 @@ def test_claims_on_s3(s3, s3_server):
     assert store.read_claim(KEY) is None
 
     leases = [Lease(store, KEY, ttl=0.5, settle=0.5) for _ in range(6)]
-    won = [False] * len(leases)
-    start = threading.Barrier(len(leases))
-
-    def claim(i: int) -> None:
-        start.wait()
-        won[i] = leases[i].acquire()
-
-    threads = [threading.Thread(target=claim, args=(i,)) for i in range(len(leases))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    won = race(leases)
     assert sum(won) == 1, won
     time.sleep(0.6)  # the winner's claim expires unrenewed: the next claimant takes it over
     lease = claim_or_wait(store, KEY, poll=0.1)
