@@ -39,3 +39,19 @@ def test_spec_cap_wins_for_autoscaling_clusters():
     runs = [_run(2, cpus=4, gpus=1)] * 10
     assert concurrency(runs, {"CPU": 4}, 6) == 6
     assert concurrency([_run(1)] * 5, {"CPU": 8}, 2) == 2
+
+
+def test_fractional_gpus_count_as_fractions():
+    # 0.25 GPU per one-worker run: four runs per GPU, 16 on 4 GPUs, when the CPUs allow it.
+    runs = [_run(1, cpus=0.25, gpus=0.25)] * 20
+    assert concurrency(runs, {"CPU": 8, "GPU": 4}, None) == 16
+    assert concurrency(runs, {"CPU": 2, "GPU": 4}, None) == 8  # CPUs bind: 2 / 0.25
+    assert concurrency(runs[:5], {"CPU": 8, "GPU": 4}, None) == 5  # never more than the runs
+    assert concurrency([_run(1, gpus=0.5)] * 9, {"CPU": 64, "GPU": 3}, None) == 6
+    # The largest run still sets the limit: a whole-GPU run among fractional ones.
+    mixed = [_run(1, gpus=0.25)] * 6 + [_run(1, gpus=1)]
+    assert concurrency(mixed, {"CPU": 64, "GPU": 2}, None) == 2
+    # No floating-point shortfall: 0.1 x 10 is one GPU.
+    assert concurrency([_run(1, gpus=0.1)] * 30, {"CPU": 64, "GPU": 1}, None) == 10
+    # A share that is not 1/n: Ray packs floor(1 / 0.4) = 2 per GPU, not 4 / 0.4 = 10 in all.
+    assert concurrency([_run(1, gpus=0.4)] * 20, {"CPU": 64, "GPU": 4}, None) == 8

@@ -1,5 +1,6 @@
-"""Tests for benchmarks/mfu.py (throughput and MFU from a store) and the spec that
-benchmarks/gpu_check.sh writes. No GPU, no Ray: the store holds hand-written metrics."""
+"""Tests for benchmarks/mfu.py (throughput and MFU from a store), benchmarks/sweep_efficiency.py
+and the specs that benchmarks/gpu_check.sh writes. No GPU, no Ray: the store holds hand-written
+metrics."""
 
 from __future__ import annotations
 
@@ -137,3 +138,78 @@ def test_gpu_check_script_parses_and_writes_a_valid_spec(tmp_path):
         assert stages == [2, 2, 3]
         assert all(spec.resources_for(m).gpus_per_worker == 1 for m in spec.models)
         assert all(spec.resources_for(m).workers == workers for m in spec.models)
+
+
+def test_gpu_check_fraction_spec_packs_one_gpu(tmp_path):
+    """The fractions part's sweep, as gpu_check.sh writes it: the same runs with whole GPUs and
+    with 0.25 of one, one at a time on one GPU against four."""
+    from w2sray.runs import plan_sweep
+    from w2sray.sweep import concurrency
+
+    keys = {}
+    for g, at_once in (("1", 1), ("0.25", 4)):
+        text = subprocess.run(
+            ["bash", str(GPU_CHECK), "--print-fraction-spec", g],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", "GPU_CHECK_STORE": str(tmp_path / "s")},
+        ).stdout
+        spec = parse_spec(yaml.safe_load(text))
+        assert spec.train.dtype == "bf16"
+        assert all(spec.resources_for(m).gpus_per_worker == float(g) for m in spec.models)
+        assert all(spec.resources_for(m).workers == 1 for m in spec.models)
+        plan = plan_sweep(spec)
+        assert (len(plan.gt), len(plan.transfer)) == (6, 6)
+        for runs in (plan.gt, plan.transfer):
+            assert concurrency(list(runs), {"CPU": 16, "GPU": 1}, None) == at_once
+        keys[g] = [r.key for r in plan.gt + plan.transfer]
+    assert keys["1"] == keys["0.25"]  # the same runs: resources are not part of a run's key
+
+
+def _load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+efficiency = _load_benchmark("sweep_efficiency")
+
+
+def test_sweep_efficiency_from_store(tmp_path, capsys):
+    store = Store(str(tmp_path / "store"))
+    # Three runs of 10 s (8 s training at 1000 tokens/s): two side by side, then one.
+    for key, start, frac in (("gt-a", 100.0, 0.24), ("gt-b", 100.0, 0.24), ("gt-c", 110.0, 0.24)):
+        metrics = {
+            "train_seconds": 8.0,
+            "tokens_per_second": 1000.0,
+            "t_process_start": start,
+            "t_eval_end": start + 10.0,
+            "gpu": True,
+            "gpu_memory_fraction": frac,
+        }
+        _write(store, key, "w2s-tiny-1", "gt", metrics, {"workers": 1, "gpus_per_worker": 0.25})
+    uri = str(tmp_path / "store")
+    assert efficiency.main([uri, "--wall", "40", "--gpus-per-worker", "0.25"]) == 0
+    out = capsys.readouterr().out
+    # 24 s of training in 40 s; 30 run-seconds over the 20 s span; 24,000 tokens / 40 s.
+    assert "3 runs in 40 s; training 24 s = 0.60 per wall second" in out
+    assert "1.50 runs in flight on average, 2 at most; 600 tokens/s" in out
+    # The same store claimed as whole-GPU runs: they were capped, so the check fails.
+    assert efficiency.main([uri, "--wall", "40", "--gpus-per-worker", "1"]) == 1
+    assert "on whole GPUs but memory-capped" in capsys.readouterr().err
+
+
+def test_sweep_efficiency_fails_on_runs_off_the_gpu_or_uncapped(tmp_path, capsys):
+    store = Store(str(tmp_path / "store"))
+    base = {"train_seconds": 1.0, "tokens_per_second": 1.0, "t_process_start": 0.0}
+    _write(store, "gt-cpu", "m", "gt", {**base, "t_eval_end": 2.0, "gpu": False}, {})
+    _write(store, "gt-nocap", "m", "gt", {**base, "t_eval_end": 2.0, "gpu": True}, {})
+    uri = str(tmp_path / "store")
+    assert efficiency.main([uri, "--wall", "5", "--gpus-per-worker", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "gt-cpu: trained without a GPU" in err
+    assert "gt-nocap: on a 0.5 GPU share but not memory-capped" in err
+    assert efficiency.main([str(tmp_path / "nothing"), "--wall", "5"]) == 1
+    assert "no complete runs" in capsys.readouterr().err

@@ -22,9 +22,12 @@ from w2sray.plan_resources import (
     GiB,
     activation_bytes,
     estimate_memory_per_gpu,
+    fraction_for,
     memory_breakdown,
     model_state_bytes,
     plan_run,
+    run_budget_bytes,
+    runs_per_gpu,
     worker_counts,
 )
 from w2sray.spec import load_spec
@@ -249,6 +252,28 @@ def test_offload_only_when_nothing_else_fits_then_fits_false():
     assert (p.workers, p.zero_stage, p.offload, p.fits, p.nodes) == (32, 3, False, True, 4)
 
 
+def test_a_gpu_fraction_is_that_share_of_the_budget():
+    assert run_budget_bytes(80 * GiB, 0.25) == int(0.9 * 20 * GiB)  # 18 GiB
+    assert run_budget_bytes(80 * GiB, 0.4) == int(0.9 * 32 * GiB)  # not 1/int(1/0.4) = 1/2
+    for whole in (0, 1, 1.0, 4):  # one GPU's budget (a worker trains on one of its GPUs)
+        assert run_budget_bytes(80 * GiB, whole) == int(0.9 * 80 * GiB)
+
+
+def test_packing_fractions_add_up_to_one_gpu():
+    assert [fraction_for(k) for k in (1, 2, 3, 4, 7)] == [1.0, 0.5, 0.3333, 0.25, 0.1428]
+    for k in range(1, 50):
+        assert k * fraction_for(k) <= 1.0
+    with pytest.raises(ValueError):
+        fraction_for(0)
+    # 8 GiB runs on an 80 GiB GPU: 72 / 8 = 9 by the budget, and 9 shares of 0.1111 hold
+    # 0.9 x 8.89 GiB = 8.0 GiB each, a hair under 8 GiB: so 8.
+    assert runs_per_gpu(8 * GiB, 80 * GiB) == 8
+    assert runs_per_gpu(int(7.9 * GiB), 80 * GiB) == 9
+    assert runs_per_gpu(18 * GiB, 80 * GiB) == 4
+    assert runs_per_gpu(40 * GiB, 80 * GiB) == 1
+    assert runs_per_gpu(100 * GiB, 80 * GiB) == 0
+
+
 # ------------------------------------------------------------------------------------------------
 # CLI
 
@@ -313,6 +338,34 @@ def test_plan_cli_follows_gradient_checkpointing_and_dtype(tmp_path, capsys):
     assert "recommends gradient checkpointing" not in out  # the spec already has it on
     fp32, _ = qwen_line({"dtype": "fp32"})
     assert gib(fp32) > gib(base)
+
+
+def test_plan_cli_counts_gpu_fractions(tmp_path, capsys):
+    """A run on a fraction of a GPU fits in that share of the budget (its process is capped
+    there); the planner says how many runs of a small model one GPU holds."""
+
+    def gpt2_lines(gpus: float, gpu_mem: str) -> list[str]:
+        raw = yaml.safe_load(_hub_spec(tmp_path).read_text())
+        raw["resources"]["gpus_per_worker"] = gpus
+        path = tmp_path / "frac.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        assert cli.main(["plan", str(path), "--gpu-mem", gpu_mem, "--gpus-per-node", "8"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        i = lines.index(next(ln for ln in lines if ln.startswith("gpt2:")))
+        return lines[i + 1 : i + 4]
+
+    # gpt2 at 512 tokens, batch 32: an 8.1 GiB estimate per worker. On a 20 GiB GPU, half of it
+    # is a 9.0 GiB budget: fits; 0.4 of it is 7.2 GiB: it does not, though only two such runs
+    # share the GPU (two runs' 16.2 GiB would fit in its 18 GiB).
+    spec, suggested, packing = gpt2_lines(0.5, "20")
+    assert "est 8.1 GiB of a 0.5 GPU share: budget 9.0 GiB, 2 runs per GPU  fits" in spec
+    spec, _, _ = gpt2_lines(0.4, "20")
+    assert "est 8.1 GiB of a 0.4 GPU share: budget 7.2 GiB, 2 runs per GPU  DOES NOT FIT" in spec
+    # On 80 GiB, 0.25 is an 18 GiB budget; the GPU's 72 GiB hold 8 such runs.
+    spec, suggested, packing = gpt2_lines(0.25, "80")
+    assert "budget 18.0 GiB, 4 runs per GPU  fits" in spec
+    assert "suggested: workers=1 zero_stage=0" in suggested
+    assert "packing:   gpus_per_worker=0.125 (workers=1): 8 runs per GPU, budget 9.0 GiB" in packing
 
 
 def test_plan_cli_without_gpu_info_unchanged_and_flags_go_together(tmp_path, capsys):

@@ -123,6 +123,29 @@ def test_precision_and_checkpointing_settings(tmp_path):
     assert spec.train_for(spec.models[0]).dtype == "fp32"
 
 
+@pytest.mark.parametrize("gpus", [0, 0.0001, 0.25, 1 / 3, "0.5", 1, 2, 8.0])
+def test_gpu_shares_accepted(tmp_path, gpus):
+    """A fraction of one GPU (one worker) or whole GPUs (any workers) validate; a fraction is
+    kept as written (YAML's string floats included), whole numbers become floats."""
+    raw = base_spec(str(tmp_path / "store"))
+    raw["resources"]["gpus_per_worker"] = gpus
+    if float(gpus) >= 1:
+        raw["resources"]["workers"] = 2
+    spec = load_spec(write_yaml(tmp_path / "ok.yaml", raw))
+    assert all(spec.resources_for(m).gpus_per_worker == float(gpus) for m in spec.models)
+
+
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_cli_rejects_gpu_one_and_a_half_with_exit_2(tmp_path, capsys, command):
+    raw = base_spec(str(tmp_path / "store"))
+    raw["resources"]["gpus_per_worker"] = 1.5
+    path = write_yaml(tmp_path / "bad.yaml", raw)
+    assert cli.main([command, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: resources.gpus_per_worker: must be a fraction in (0, 1]" in err
+    assert not (tmp_path / "store").exists()
+
+
 def test_resolve_bf16():
     from w2sray.train.zero import resolve_bf16
 
@@ -265,6 +288,33 @@ BAD = [
         _set("models", 2, {"name": "big", "source": "w2s-tiny-3", "resources": {"workers": 3}}),
         "models[2].resources.workers",
         "batch_size 8 is not divisible by 3 workers",
+    ),
+    (
+        "gpus-one-and-a-half",
+        _set("resources", "gpus_per_worker", 1.5),
+        "resources.gpus_per_worker",
+        "must be a fraction in (0, 1] or a whole number of GPUs, got 1.5",
+    ),
+    (
+        "gpus-below-ray-granularity",
+        _set("resources", "gpus_per_worker", 0.00001),
+        "resources.gpus_per_worker",
+        "must be at least 0.0001",
+    ),
+    (
+        "gpu-fraction-with-two-workers",
+        lambda raw, tmp: raw["resources"].update(workers=2, gpus_per_worker=0.25),
+        "resources.gpus_per_worker",
+        "a fraction of a GPU (0.25) needs workers: 1, got 2",
+    ),
+    (
+        "model-workers-on-a-gpu-fraction",
+        lambda raw, tmp: (
+            raw["resources"].update(gpus_per_worker=0.5),
+            raw["models"].__setitem__(2, {"name": "w2s-tiny-3", "resources": {"workers": 2}}),
+        ),
+        "models[2].resources.gpus_per_worker",
+        "NCCL refuses two ranks of one process group",
     ),
     (
         "unknown-dataset",

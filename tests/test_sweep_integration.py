@@ -65,6 +65,7 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     # gradient (train_loop_per_worker)
     assert (m["zero_stage"], m["engine_zero_stage"], m["torch_threads"]) == (1, 0, 1)
     assert m["engine_allreduce"] is False
+    assert m["gpu"] is False and m["gpu_memory_fraction"] is None  # no GPU share to cap
     assert m["train_cpu_seconds"] > 0 and isinstance(m["worker_nice"], int)
     assert set(outcome.failed) == {broken_gt.key, transfer.key}
     assert not store.is_complete(broken_gt.key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -182,7 +183,15 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
     suggestion. Estimates only (w2sray/plan_resources.py); starts nothing."""
     from w2sray.models.defaults import local_model_defaults, model_defaults
     from w2sray.models.registry import is_builtin
-    from w2sray.plan_resources import HEADROOM, GiB, estimate_memory_per_gpu, plan_run
+    from w2sray.plan_resources import (
+        HEADROOM,
+        GiB,
+        estimate_memory_per_gpu,
+        fraction_for,
+        plan_run,
+        run_budget_bytes,
+        runs_per_gpu,
+    )
 
     gpu_mem = int(gpu_mem_gib * GiB)
     budget = int(HEADROOM * gpu_mem)
@@ -213,10 +222,8 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
         )
         if r.gpus_per_worker == 0:
             cpu_models.append(m.name)
-        # Workers sharing a GPU (gpus_per_worker < 1) add up on it.
-        share = int(1 / r.gpus_per_worker) if 0 < r.gpus_per_worker < 1 else 1
         dtype_bytes = 4 if t.dtype == "fp32" else 2  # auto is bf16 on (bf16-capable) GPUs
-        est = share * estimate_memory_per_gpu(
+        est = estimate_memory_per_gpu(
             d.params,
             dtype_bytes,
             r.zero_stage,
@@ -228,12 +235,17 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
             d.layers,
             t.gradient_checkpointing,
         )
-        fits = "fits" if est <= budget else "DOES NOT FIT"
-        shared = f", {share} workers per GPU" if share > 1 else ""
-        print(
-            f"  spec:      {_layout(r.workers, r.zero_stage, r.offload)}  "
-            f"est {_fmt_bytes(est)}/GPU{shared}  {fits}"
-        )
+        # A worker on a fraction of a GPU is capped at that share of its memory (gpu_share.py).
+        run_budget = run_budget_bytes(gpu_mem, r.gpus_per_worker)
+        fits = "fits" if est <= run_budget else "DOES NOT FIT"
+        est_s = f"est {_fmt_bytes(est)}/GPU"
+        if 0 < r.gpus_per_worker < 1:
+            per_gpu = math.floor(1 / r.gpus_per_worker + 1e-9)  # as Ray packs them
+            est_s = (
+                f"est {_fmt_bytes(est)} of a {r.gpus_per_worker:g} GPU share: budget "
+                f"{_fmt_bytes(run_budget)}, {per_gpu} runs per GPU"
+            )
+        print(f"  spec:      {_layout(r.workers, r.zero_stage, r.offload)}  {est_s}  {fits}")
         p = plan_run(
             d.params,
             gpu_mem,
@@ -251,6 +263,15 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
             f"  suggested: {_layout(p.workers, p.zero_stage, p.offload)}  "
             f"est {_fmt_bytes(p.est_bytes_per_gpu)}/GPU  {verdict}"
         )
+        if p.fits and p.workers == 1:
+            # Small enough to share a GPU: the largest packing whose share still fits.
+            k = runs_per_gpu(p.est_bytes_per_gpu, gpu_mem)
+            if k >= 2:
+                print(
+                    f"  packing:   gpus_per_worker={fraction_for(k):g} (workers=1): {k} runs "
+                    f"per GPU, budget {_fmt_bytes(run_budget_bytes(gpu_mem, fraction_for(k)))}"
+                    " each"
+                )
         if d.gradient_checkpointing and not t.gradient_checkpointing:
             ckpt_recommended.append(m.name)
     if cpu_models:

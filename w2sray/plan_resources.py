@@ -29,6 +29,9 @@ batch / W):
   full activations during recomputation.
 - A fixed OVERHEAD_BYTES (1.5 GiB, chosen) for the CUDA context, NCCL buffers and
   fragmentation; the planner then keeps the total within HEADROOM (90%, chosen) of GPU memory.
+- A worker on a fraction of a GPU (``gpus_per_worker`` < 1, one-worker runs sharing a device)
+  has that fraction of the budget (run_budget_bytes): its process is capped at its share
+  (w2sray/train/gpu_share.py), and each process sharing the GPU pays its own overhead.
 
 DeepSpeed may use more than the paper's accounting (e.g. fp32 gradient partitions with bf16);
 the headroom is there for that.
@@ -260,3 +263,34 @@ def plan_run(
                     tried.append((est, workers, stage, offload))
     est, workers, stage, offload = min(tried)
     return ResourcePlan(workers, stage, offload, est, False, budget, gpus_per_node)
+
+
+# Ray counts resources in steps of 0.0001 (w2sray/spec.py MIN_GPU_FRACTION).
+_GRANULARITY = 10_000
+
+
+def run_budget_bytes(gpu_mem_bytes: int, gpus_per_worker: float, headroom: float = HEADROOM) -> int:
+    """Bytes one worker's estimate must fit in: ``headroom`` of a GPU, times the worker's share
+    when it holds a fraction of one (0.25 of an 80 GiB GPU: 0.9 x 20 GiB). A worker with whole
+    GPUs trains on one of them (the loop uses one device per worker)."""
+    share = min(float(gpus_per_worker), 1.0) if gpus_per_worker > 0 else 1.0
+    return int(headroom * share * gpu_mem_bytes)
+
+
+def fraction_for(runs_per_gpu: int) -> float:
+    """The ``gpus_per_worker`` that packs ``runs_per_gpu`` one-worker runs on one GPU: 1/k
+    rounded down to Ray's granularity, so that k of them add up to at most one GPU."""
+    if runs_per_gpu < 1:
+        raise ValueError(f"runs_per_gpu must be >= 1, got {runs_per_gpu!r}")
+    return math.floor(_GRANULARITY / runs_per_gpu) / _GRANULARITY
+
+
+def runs_per_gpu(est_bytes: int, gpu_mem_bytes: int, headroom: float = HEADROOM) -> int:
+    """How many one-worker runs of ``est_bytes`` each fit on one GPU when each holds a
+    fraction_for(k) share of it (0 when not even a whole GPU holds one)."""
+    if est_bytes <= 0:
+        raise ValueError(f"est_bytes must be > 0, got {est_bytes!r}")
+    k = int(headroom * gpu_mem_bytes // est_bytes)
+    while k >= 1 and est_bytes > run_budget_bytes(gpu_mem_bytes, fraction_for(k), headroom):
+        k -= 1
+    return k

@@ -52,6 +52,8 @@ class Resources:
 
     workers: int = 1
     cpus_per_worker: float = 1.0
+    # 0 (CPU), a fraction in (0, 1) (one-worker runs sharing a GPU, memory capped at the
+    # share: w2sray/train/gpu_share.py) or a whole number of GPUs
     gpus_per_worker: float = 0.0
     zero_stage: int = 1  # DeepSpeed ZeRO stage 0-3
     offload: bool = False  # ZeRO-Offload of optimizer state to CPU (stage >= 1)
@@ -345,6 +347,7 @@ def _check_resources(chk: _Checker, r: Resources, t: TrainSettings | None, where
     _range(chk, f"{where}.workers", r.workers, 1)
     _range(chk, f"{where}.cpus_per_worker", r.cpus_per_worker, 0)
     _range(chk, f"{where}.gpus_per_worker", r.gpus_per_worker, 0)
+    _check_gpu_share(chk, r, where)
     _range(chk, f"{where}.max_failures", r.max_failures, -1)
     _range(chk, f"{where}.checkpoint_every", r.checkpoint_every, 0)
     if r.zero_stage not in (0, 1, 2, 3):
@@ -355,6 +358,34 @@ def _check_resources(chk: _Checker, r: Resources, t: TrainSettings | None, where
         chk.bad(
             f"{where}.workers",
             f"batch_size {t.batch_size} is not divisible by {r.workers} workers",
+        )
+
+
+# Ray counts resources in steps of 0.0001 (ray_constants.MIN_RESOURCE_GRANULARITY): a smaller
+# GPU share would be reserved as no GPU at all.
+MIN_GPU_FRACTION = 0.0001
+
+
+def _check_gpu_share(chk: _Checker, r: Resources, where: str) -> None:
+    """A worker gets part of one GPU (a fraction in (0, 1]) or whole GPUs: Ray never splits a
+    worker over a part of a second GPU, so 1.5 is meaningless. Runs on a fraction have one
+    worker: Ray may place two of a run's fractional workers on the same GPU, and NCCL refuses two
+    ranks of one process group on one GPU ("Duplicate GPU detected"); fractions are for small
+    models, which gain nothing from data parallelism over slices of one device."""
+    g = r.gpus_per_worker
+    if g <= 0:
+        return
+    at = f"{where}.gpus_per_worker"
+    if g > 1 and not float(g).is_integer():
+        chk.bad(at, f"must be a fraction in (0, 1] or a whole number of GPUs, got {g!r}")
+    elif g < MIN_GPU_FRACTION:
+        chk.bad(at, f"must be at least {MIN_GPU_FRACTION} (Ray's resource granularity), got {g!r}")
+    elif g < 1 and r.workers > 1:
+        chk.bad(
+            at,
+            f"a fraction of a GPU ({g!r}) needs workers: 1, got {r.workers}: Ray may put two "
+            "workers of the run on one GPU, where NCCL refuses two ranks of one process group; "
+            "use whole GPUs (gpus_per_worker: 1) for a multi-worker run",
         )
 
 

@@ -117,7 +117,12 @@ def concurrency(runs: list[Run], cluster: dict[str, float], cap: int | None) -> 
     if need_cpu > 0:
         n = min(n, math.floor(cluster.get("CPU", 0) / need_cpu + 1e-9))
     if need_gpu > 0:
-        n = min(n, math.floor(cluster.get("GPU", 0) / need_gpu + 1e-9))
+        gpus = cluster.get("GPU", 0)
+        if need_gpu < 1:  # one-worker runs on a share: Ray packs floor(1/share) per device
+            fit = math.floor(gpus + 1e-9) * math.floor(1 / need_gpu + 1e-9)
+        else:
+            fit = math.floor(gpus / need_gpu + 1e-9)
+        n = min(n, fit)
     return max(1, n)
 
 

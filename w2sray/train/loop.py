@@ -237,6 +237,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     from w2sray.models import W2SClassifier, enable_gradient_checkpointing, load_model
     from w2sray.train import checkpoint
+    from w2sray.train.gpu_share import limit_gpu_memory
     from w2sray.train.pretrain import MODEL_DIR
     from w2sray.train.zero import deepspeed_config, engine_stage, resolve_bf16
 
@@ -250,6 +251,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     use_gpu = device.type == "cuda"
+    # On a shared GPU (gpus_per_worker < 1), before anything is allocated on it.
+    gpu_memory_fraction = limit_gpu_memory(res, device)
     torch.manual_seed(run["seed"])
 
     ds = run["dataset"]
@@ -424,6 +427,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "dtype": "bf16" if bf16 else "fp32",  # train.dtype as resolved on this device
         "gradient_checkpointing": bool(train.get("gradient_checkpointing", False)),
         "gpu": use_gpu,
+        "gpu_memory_fraction": gpu_memory_fraction,  # the allocator's cap, None: not capped
         "gpu_name": torch.cuda.get_device_name(device) if use_gpu else None,
     }
     if gen:

@@ -48,6 +48,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from w2sray.models import W2SClassifier, load_model
+    from w2sray.train.gpu_share import limit_gpu_memory
     from w2sray.train.zero import deepspeed_config, engine_stage, resolve_bf16
 
     t_start = time.time()
@@ -58,6 +59,8 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     use_gpu = device.type == "cuda"
+    # On a shared GPU (gpus_per_worker < 1), before anything is allocated on it.
+    gpu_memory_fraction = limit_gpu_memory(res, device)
     torch.manual_seed(run["seed"])
 
     texts = load_corpus(run["dataset"])
@@ -130,6 +133,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         "engine_zero_stage": stage,
         "dtype": "bf16" if bf16 else "fp32",
         "gpu": use_gpu,
+        "gpu_memory_fraction": gpu_memory_fraction,  # the allocator's cap, None: not capped
         "t_process_start": process_start,
         "t_loop_start": t_start,
         "t_train_start": t_train,
