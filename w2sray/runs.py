@@ -212,13 +212,14 @@ def _pretrain_run(m: Any, resources: dict[str, Any]) -> Run:
 
     pre = m.pretrain
     model = {k: v for k, v in _model_dict(m).items() if k != "pooling"}  # pooling: unused
-    settings = {k: v for k, v in asdict(pre).items() if k not in ("corpus", "seed")}
+    # the objective is the run's loss; mask_prob its parameter (clm has none)
+    settings = {k: v for k, v in asdict(pre).items() if k not in ("corpus", "seed", "mask_prob")}
     return Run(
         kind="pretrain",
         dataset=corpus_dict(pre.corpus),
         model=model,
         loss=pre.objective,
-        loss_params={},
+        loss_params={"mask_prob": pre.mask_prob} if pre.objective == "mlm" else {},
         train=settings,
         seed=pre.seed,
         method="pretrain",

@@ -74,7 +74,7 @@ class DatasetSpec:
     split_seed: int = 0
 
 
-PRETRAIN_OBJECTIVES = ("clm",)
+PRETRAIN_OBJECTIVES = ("clm", "mlm")
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,12 @@ class PretrainSpec:
     content-keyed run per recipe (model x corpus x settings), trained once and reused by every
     ground-truth and transfer run of the model, in this sweep and any later one naming the same
     recipe. A built-in model starts from random weights and gets a word-level tokenizer over the
-    corpus; a hub or local causal LM continues from its weights with its own tokenizer."""
+    corpus; a hub or local model continues from its weights with its own tokenizer: a causal
+    LM with ``clm``, an encoder (BERT-like, with a mask token) with ``mlm``."""
 
     corpus: CorpusSpec
-    objective: str = "clm"  # clm: causal language modelling (next-token prediction)
+    objective: str = "clm"  # clm: next-token prediction; mlm: masked tokens (encoders)
+    mask_prob: float = 0.15  # mlm: share of tokens masked (BERT's 80% [MASK] / 10% / 10%)
     steps: int = 1000  # optimizer steps of batch_size documents
     lr: float = 3e-3
     batch_size: int = 32
@@ -623,8 +625,7 @@ def _check_pretrain(
     if pre.objective not in PRETRAIN_OBJECTIVES:
         chk.bad(
             f"{where}.objective",
-            f"must be one of {', '.join(PRETRAIN_OBJECTIVES)} (masked LM is not built yet), "
-            f"got {pre.objective!r}",
+            f"must be one of {', '.join(PRETRAIN_OBJECTIVES)}, got {pre.objective!r}",
         )
     _range(chk, f"{where}.steps", pre.steps, 1)
     _range(chk, f"{where}.batch_size", pre.batch_size, 1)
@@ -633,15 +634,25 @@ def _check_pretrain(
     _range(chk, f"{where}.weight_decay", pre.weight_decay, 0)
     if pre.lr <= 0:
         chk.bad(f"{where}.lr", f"must be > 0, got {pre.lr!r}")
-    if not is_builtin(model.source):
+    if not 0 < pre.mask_prob < 1:
+        chk.bad(f"{where}.mask_prob", f"must be in (0, 1), got {pre.mask_prob!r}")
+    if is_builtin(model.source):
+        if pre.objective == "mlm":
+            chk.bad(
+                f"{where}.objective",
+                f"{model.source!r} is a built-in decoder: mlm needs an encoder; use clm",
+            )
+    else:  # a local folder's architecture is known now; a hub id's when it is loaded
         from w2sray.models.registry import ENCODER_TYPES
 
         cfg = os.path.join(os.path.expanduser(model.source), "config.json")
         if os.path.isfile(cfg):
             with open(cfg) as fh:
                 kind = json.load(fh).get("model_type")
-            if kind in ENCODER_TYPES:
+            if kind in ENCODER_TYPES and pre.objective == "clm":
                 chk.bad(where, f"{model.source!r} is a {kind} encoder: clm needs a causal LM")
+            if kind not in ENCODER_TYPES and pre.objective == "mlm":
+                chk.bad(where, f"{model.source!r} is a {kind} model: mlm needs an encoder")
     return pre
 
 

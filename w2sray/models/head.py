@@ -59,7 +59,11 @@ class W2SClassifier(nn.Module):
         return self.lm.base_model if self.has_lm else self.backbone
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lm_loss: bool = False
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lm_loss: bool = False,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         kwargs = {}
         if self.takes_position_ids:
@@ -70,7 +74,8 @@ class W2SClassifier(nn.Module):
             return self.lm(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
-                labels=lm_labels(input_ids, attention_mask),
+                # a masked LM's targets come with its masked inputs; a causal LM's are its inputs
+                labels=lm_labels(input_ids, attention_mask) if labels is None else labels,
                 **kwargs,
             ).loss
         out = self.body()(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

@@ -71,7 +71,7 @@ def load_model(
     trust_remote_code: bool = False,
     dtype: torch.dtype | None = None,
     corpus: list[str] | None = None,
-    lm_head: bool = False,
+    lm_head: bool | str = False,
 ) -> Loaded:
     """Load a backbone and its tokenizer: built-in (from config), hub id or local path.
 
@@ -79,7 +79,9 @@ def load_model(
     when given, else over the synthetic task's vocabulary.
 
     ``lm_head`` loads the causal LM (its language-modelling head included, for generative
-    fine-tuning); ``backbone`` is then its base model, sharing its parameters. Encoders raise.
+    fine-tuning and causal-LM pretraining); ``backbone`` is then its base model, sharing its
+    parameters. Encoders raise. ``lm_head="mlm"`` loads an encoder with its masked-LM head
+    (masked-LM pretraining); built-in models (decoders) and causal LMs raise.
 
     ``dtype`` applies to hub and local models (built-ins are always float32); None loads them
     in float32. Pass it explicitly: transformers >= 5 otherwise loads the checkpoint's own dtype
@@ -104,11 +106,15 @@ def load_model(
             attn_pdrop=0.0,
             **BUILTIN_LADDER[source],
         )
+        if lm_head == "mlm":
+            raise ValueError(
+                f"{source!r} is a built-in decoder: masked-LM pretraining needs an encoder"
+            )
         lm = transformers.GPT2LMHeadModel(cfg) if lm_head else None
         backbone = lm.transformer if lm is not None else transformers.GPT2Model(cfg)
         model_type = "gpt2"
     else:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
         path = os.path.expanduser(source)
         kw = dict(revision=revision, trust_remote_code=trust_remote_code)
@@ -116,7 +122,15 @@ def load_model(
         cfg = AutoConfig.from_pretrained(path, **kw)
         model_type = cfg.model_type
         lm = None
-        if lm_head:
+        if lm_head == "mlm":
+            if model_type not in ENCODER_TYPES or tok.mask_token_id is None:
+                raise ValueError(
+                    f"masked-LM pretraining needs an encoder with a mask token; {source!r} is "
+                    f"a {model_type} model: use objective clm"
+                )
+            lm = AutoModelForMaskedLM.from_pretrained(path, dtype=dtype or torch.float32, **kw)
+            backbone = lm.base_model
+        elif lm_head:
             if model_type in ENCODER_TYPES:
                 raise ValueError(
                     f"generative fine-tuning needs a causal LM; {source!r} is a {model_type} "

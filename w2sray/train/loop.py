@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,13 +205,23 @@ def lm_steps(
     rank: int,
     world: int,
     device: torch.device,
+    masker: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> list[float]:
-    """Generative fine-tuning: ``total_steps`` steps of the language-modelling loss on the
-    texts of ``enc`` (no labels), sharded like train_steps."""
+    """``total_steps`` steps of the language-modelling loss on the texts of ``enc`` (no
+    labels), sharded like train_steps: causal by default; with ``masker`` (ids, mask) ->
+    (inputs, labels), run on CPU batches, a masked LM's."""
     losses = []
     for step in range(total_steps):
-        ids, mask = enc.batch(_my_slice(order, step, batch_size, rank, world), device)
-        loss = engine(ids, mask, lm_loss=True)
+        idx = _my_slice(order, step, batch_size, rank, world)
+        if masker is None:
+            ids, mask = enc.batch(idx, device)
+            loss = engine(ids, mask, lm_loss=True)
+        else:
+            ids, mask = enc.batch(idx, torch.device("cpu"))
+            inputs, labels = masker(ids, mask)
+            loss = engine(
+                inputs.to(device), mask.to(device), lm_loss=True, labels=labels.to(device)
+            )
         engine.backward(loss)
         engine.step()
         losses.append(float(loss.detach()))

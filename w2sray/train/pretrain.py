@@ -1,4 +1,5 @@
-"""Ray Train entry point of a pretraining run: causal-LM training on an unlabeled corpus.
+"""Ray Train entry point of a pretraining run: causal-LM (``clm``) or masked-LM (``mlm``,
+encoders) training on an unlabeled corpus.
 
 The same path as every other run (Tune trial -> TorchTrainer -> DeepSpeed engine); what it
 stores is a model folder, ``model/`` in the run's directory (save_pretrained: config, weights,
@@ -39,6 +40,32 @@ def model_files(lm: Any, tokenizer: Any, state: dict[str, torch.Tensor]) -> dict
     return out
 
 
+def mask_tokens(
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    prob: float,
+    mask_id: int,
+    vocab: int,
+    special: list[int],
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking: each real, non-special token is a target with probability ``prob``;
+    a target's input becomes the mask token (80%), a random token (10%) or stays (10%). Returns
+    (inputs, labels) with labels -100 off target. At least one target per batch (HF's loss is
+    NaN with none)."""
+    eligible = mask.bool() & ~torch.isin(ids, torch.tensor(special, dtype=ids.dtype))
+    target = eligible & (torch.rand(ids.shape, generator=gen) < prob)
+    if not target.any() and eligible.any():
+        target.view(-1)[eligible.view(-1).nonzero()[0]] = True
+    labels = ids.masked_fill(~target, -100)
+    draw = torch.rand(ids.shape, generator=gen)
+    inputs = ids.clone()
+    inputs[target & (draw < 0.8)] = mask_id
+    swap = target & (draw >= 0.8) & (draw < 0.9)
+    inputs[swap] = torch.randint(vocab, ids.shape, generator=gen)[swap]
+    return inputs, labels
+
+
 def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     """``config`` = {"run": Run.to_config() of a "pretrain" run, "store": uri}."""
     import deepspeed
@@ -72,7 +99,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         trust_remote_code=m["trust_remote_code"],
         dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,
         corpus=texts,  # a built-in model's word-level vocabulary comes from its corpus
-        lm_head=True,
+        lm_head="mlm" if run["loss"] == "mlm" else True,
     )
     model = W2SClassifier(loaded.backbone, loaded.pooling, lm=loaded.lm)
     n_params = sum(p.numel() for p in loaded.lm.parameters())
@@ -94,7 +121,16 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         engine.enable_backward_allreduce = False  # an identity with one worker (see loop.py)
     order = _order(run["seed"], len(texts), steps * batch)
     t_train = time.time()
-    losses = lm_steps(engine, enc, order, steps, batch, rank, world, device)
+    masker = None
+    if run["loss"] == "mlm":  # masks drawn from the seed and rank: a rerun draws the same
+        tok, gen = loaded.tokenizer, torch.Generator().manual_seed(run["seed"] * 1_000_003 + rank)
+        special = list(tok.all_special_ids)
+
+        def masker(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            prob = run["loss_params"]["mask_prob"]
+            return mask_tokens(ids, mask, prob, tok.mask_token_id, len(tok), special, gen)
+
+    losses = lm_steps(engine, enc, order, steps, batch, rank, world, device, masker)
     train_seconds = time.time() - t_train
     tokens = sum(len(enc.ids[i]) for i in order[: steps * batch])
 
@@ -118,6 +154,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         dist.all_reduce(stats)
         stats /= world
     metrics = {
+        "objective": run["loss"],  # clm | mlm (an mlm loss is over the masked tokens only)
         "lm_loss_start": float(stats[0]),
         "lm_loss": float(stats[1]),
         "steps": steps,
