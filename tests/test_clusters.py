@@ -4,6 +4,7 @@ resource, keep the dashboard private and hold no secrets. Nothing here starts a 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -79,7 +80,20 @@ def test_launcher_config_passes_ray_validation(cfg):
     pytest.importorskip("jsonschema")
     from ray.autoscaler._private.util import prepare_config, validate_config
 
-    validate_config(prepare_config(cfg))
+    prepared = prepare_config(copy.deepcopy(cfg))
+    validate_config(prepared)
+    # what the launcher will run with: our node types and limits, not defaults put in their place
+    assert prepared["available_node_types"].keys() == cfg["available_node_types"].keys()
+    assert (prepared["max_workers"], prepared["idle_timeout_minutes"]) == (
+        cfg["max_workers"],
+        cfg["idle_timeout_minutes"],
+    )
+    # and the same check does reject a config the launcher could not use
+    broken = copy.deepcopy(cfg)
+    broken["available_node_types"][cfg["head_node_type"]].pop("resources")
+    broken["available_node_types"][cfg["head_node_type"]]["max_workers"] = "many"
+    with pytest.raises(Exception, match="max_workers|resources|many"):
+        validate_config(prepare_config(broken))
 
 
 @pytest.mark.parametrize("cfg", launcher_configs())
