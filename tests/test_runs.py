@@ -160,6 +160,7 @@ DATA_AND_TRAIN_MUTATIONS = {
     "grad_clip": lambda r: r["train"].update(grad_clip=0.5),
     "dtype": lambda r: r["train"].update(dtype="bf16"),
     "gradient_checkpointing": lambda r: r["train"].update(gradient_checkpointing=True),
+    "select": lambda r: r["train"].update(select={"every": 5}),
 }
 
 

@@ -206,6 +206,19 @@ def _model_dict(m: Any, pretrain_key: str | None = None) -> dict[str, Any]:
     return d
 
 
+def train_settings(t: Any) -> dict[str, Any]:
+    """A run's training settings as its key hashes them: ``select`` with its defaults merged,
+    left out when off (so keys from before it existed stay the same)."""
+    from w2sray.train.select import DEFAULTS
+
+    d = asdict(t)
+    if d.get("select") is None:
+        d.pop("select", None)
+    else:
+        d["select"] = {**DEFAULTS, **d["select"]}
+    return d
+
+
 def _pretrain_run(m: Any, resources: dict[str, Any]) -> Run:
     """The pretraining run of model spec ``m`` (which has a ``pretrain`` recipe)."""
     from w2sray.data.corpus import corpus_dict
@@ -360,7 +373,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                     model=model_dicts[m.name],
                     loss="xent",
                     loss_params={},
-                    train=asdict(spec.train_for(m)),
+                    train=train_settings(spec.train_for(m)),
                     seed=seed,
                     resources=asdict(spec.resources_for(m)),
                 )
@@ -380,7 +393,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                                 model=model_dicts[name],
                                 loss=method.loss,
                                 loss_params=params,
-                                train=asdict(spec.train_for(models[name])),
+                                train=train_settings(spec.train_for(models[name])),
                                 seed=seed,
                                 upstream=(prev,),
                                 generative=gen,

@@ -40,6 +40,9 @@ class TrainSettings:
     # auto: bf16 on a GPU that supports it, fp32 otherwise; fp32; bf16 (on CPU too, but slow)
     dtype: str = "auto"
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory
+    # Model selection on held-out training rows (w2sray/train/select.py): {metric:
+    # weak_val_auc | weak_val_loss, every: steps, val_frac}; None: keep the last step.
+    select: dict[str, Any] | None = None
 
 
 DTYPES = ("auto", "fp32", "bf16")
@@ -343,6 +346,27 @@ def _check_train(chk: _Checker, t: TrainSettings, where: str) -> None:
     _range(chk, f"{where}.max_length", t.max_length, 2)
     if t.dtype not in DTYPES:
         chk.bad(f"{where}.dtype", f"must be auto, fp32 or bf16, got {t.dtype!r}")
+    if t.select is not None:
+        _check_select(chk, t.select, f"{where}.select")
+
+
+def _check_select(chk: _Checker, select: Any, where: str) -> None:
+    from w2sray.train.select import DEFAULTS, METRICS
+
+    if not isinstance(select, dict):
+        chk.bad(where, f"must be a mapping ({', '.join(DEFAULTS)}), got {select!r}")
+        return
+    for key in set(select) - set(DEFAULTS):
+        chk.bad(f"{where}.{key}", f"unknown field (known: {', '.join(DEFAULTS)})")
+    sel = {**DEFAULTS, **select}
+    if sel["metric"] not in METRICS:
+        chk.bad(f"{where}.metric", f"must be one of {', '.join(METRICS)}, got {sel['metric']!r}")
+    every = sel["every"]
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        chk.bad(f"{where}.every", f"must be a whole number of steps >= 1, got {every!r}")
+    frac = sel["val_frac"]
+    if not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 < frac <= 0.5:
+        chk.bad(f"{where}.val_frac", f"must be in (0, 0.5], got {frac!r}")
 
 
 def _check_resources(chk: _Checker, r: Resources, t: TrainSettings | None, where: str) -> None:
@@ -360,6 +384,12 @@ def _check_resources(chk: _Checker, r: Resources, t: TrainSettings | None, where
         chk.bad(
             f"{where}.workers",
             f"batch_size {t.batch_size} is not divisible by {r.workers} workers",
+        )
+    if t is not None and t.select is not None and r.max_failures != 0:
+        chk.bad(
+            f"{where}.max_failures",
+            "train.select keeps its best state in memory, which a restarted run would lose: "
+            "set max_failures 0 with train.select",
         )
 
 

@@ -250,6 +250,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from w2sray.train import checkpoint
     from w2sray.train.gpu_share import limit_gpu_memory
     from w2sray.train.pretrain import MODEL_DIR
+    from w2sray.train.select import Selector, holdout, score
     from w2sray.train.zero import deepspeed_config, engine_stage, resolve_bf16
 
     t_start = time.time()
@@ -281,6 +282,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         texts, targets = found.train_texts, found.train_targets
     else:
         texts, targets = load_targets(run, splits, store)
+    select = train.get("select")  # train.select: hold out some training rows to select on
+    if select:
+        rows, val_rows = holdout(len(texts), select["val_frac"], ds["split_seed"])
+        val_texts, val_targets = [texts[i] for i in val_rows], targets[val_rows]
+        texts, targets = [texts[i] for i in rows], targets[rows]
     m = run["model"]
     # .get: a run config written before these settings existed means their defaults.
     bf16 = resolve_bf16(
@@ -351,11 +357,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         total_steps, res.get("checkpoint_every", 0), res.get("max_failures", 0)
     )
 
+    selector = None
+    if select:
+        val_enc = Encoded(loaded.tokenizer, val_texts, train["max_length"])
+
+        def evaluate() -> float:
+            p1 = predict(engine, val_enc, train["eval_batch_size"], rank, world, device)
+            return score(select["metric"], val_targets, p1)
+
+        selector = Selector(select["metric"], select["every"], total_steps, evaluate)
+
     def on_step(step: int, losses: list[float], tokens: int) -> None:
         if every and step % every == 0 and step < total_steps:
             checkpoint.save(
                 engine, gen_steps + step, done_losses + losses, done_tokens + tokens, rank
             )
+        if selector is not None:
+            selector.on_step(step, engine.module)
 
     t_gen = time.time()
     gen_losses: list[float] = []
@@ -373,6 +391,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     losses, tokens = done_losses + losses, done_tokens + tokens
     train_seconds = time.time() - t_train
     train_cpu_seconds = time.process_time() - cpu_train
+    if selector is not None:
+        selector.restore(engine.module)  # every prediction below is the kept state's
 
     def predict_on(texts_: list[str]) -> np.ndarray:
         e = Encoded(loaded.tokenizer, texts_, train["max_length"])
@@ -441,6 +461,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "gpu_memory_fraction": gpu_memory_fraction,  # the allocator's cap, None: not capped
         "gpu_name": torch.cuda.get_device_name(device) if use_gpu else None,
     }
+    if selector is not None:
+        metrics.update(selector.metrics())  # which step was kept, and the validation curve
+        metrics["select_val_rows"] = len(val_texts)
     if gen:
         # None when a restart resumed after the generative phase (its losses were not kept).
         metrics["gen_steps"] = gen_steps
