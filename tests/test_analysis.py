@@ -1,4 +1,6 @@
+import html
 import math
+import re
 import warnings
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from w2sray.analysis import (
     PGRMatrix,
     add_pgr,
+    atomic_write,
     format_matrix,
     pgr,
     pgr_array,
@@ -354,3 +357,69 @@ def test_report_flags_pairs_whose_ceiling_is_not_above_the_weak_model(tmp_path, 
     assert lines[3].startswith("| tiny → huge | +0.15 | 0.75 ")  # both sweeps' GT gaps
     assert "‡ In some seeds the strong model's ceiling is not above" in section
     assert "(1/2 seeds ≤ 0) ‡" in (tmp_path / "report.html").read_text()
+
+
+def _md_text(text: str) -> str:
+    # GFM: a backslash escapes ASCII punctuation and is literal before anything else.
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", text)
+
+
+def _md_cells(md: str) -> list[list[str]]:
+    # Table rows of the markdown, cells unescaped; the |---| separator rows dropped.
+    rows = []
+    for line in md.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]
+            rows.append([_md_text(c.strip()) for c in cells])
+    return rows
+
+
+def _html_cells(page: str) -> list[list[str]]:
+    return [
+        [html.unescape(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", tr)]
+        for tr in re.findall(r"<tr>(.*?)</tr>", page)
+    ]
+
+
+def test_markdown_and_html_show_the_same_report(tmp_path, results, gt, failures):
+    """Both files render one document: the same headings, in order, and the same table cells
+    (names with characters each format escapes included)."""
+    odd = "x|e*nt<b>&"
+    results = results.assign(variant=results["variant"].replace(XENT, odd))
+    write_report(results, gt, failures, LADDER, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+
+    md_heads = [(len(h), _md_text(t)) for h, t in re.findall(r"(?m)^(#+) (.*)$", md)]
+    html_heads = [(int(n), html.unescape(t)) for n, t in re.findall(r"<h(\d)>(.*?)</h\d>", page)]
+    assert md_heads == html_heads
+    assert (3, f"sciq / {odd}") in md_heads and (2, "Failed runs") in md_heads
+
+    md_cells, html_cells = _md_cells(md), _html_cells(page)
+    assert md_cells == html_cells
+    assert ["tiny", "0.45 ± 0.07 (n=2)", "0.65 ± 0.14 (n=2)"] in md_cells
+    assert any(odd in row for row in md_cells)
+
+    # Every figure in the markdown is inlined in the HTML.
+    alts = re.findall(r"!\[(.*?)\]\(", md)
+    assert len(alts) == 3
+    assert [_md_text(a) for a in alts] == [
+        html.unescape(a)
+        for a in re.findall(r'<img src="data:image/png;base64,[^"]+" alt="(.*?)"', page)
+    ]
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "gt.csv"
+    target.write_text("old")
+
+    def fail(p):
+        p.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, fail)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["gt.csv"]  # temp file removed
+    atomic_write(target, lambda p: p.write_text("new"))
+    assert target.read_text() == "new"
