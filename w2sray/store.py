@@ -34,6 +34,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from w2sray.atomic import atomic_write_bytes
+
 DONE = "DONE.json"
 # A temporary file or folder older than this is a killed writer's leftover, not one in progress.
 TMP_GRACE_S = float(os.environ.get("W2SRAY_TMP_GRACE_S", 3600))
@@ -119,10 +121,7 @@ class Store:
         data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, data)
             remove_stale(os.path.dirname(path))
         else:
             self._write_bytes(path, data)
