@@ -1,4 +1,5 @@
 import html
+import json
 import math
 import re
 import warnings
@@ -18,6 +19,9 @@ from w2sray.analysis import (
     slugify,
     write_report,
 )
+from w2sray.analysis.collect import collect
+from w2sray.data.corpus import FILE
+from w2sray.store import Store
 
 # Deliberately not alphabetical, so ladder order is distinguishable from sorting.
 LADDER = ["tiny", "base", "huge"]
@@ -386,14 +390,15 @@ def test_markdown_and_html_show_the_same_report(tmp_path, results, gt, failures)
     (names with characters each format escapes included)."""
     odd = "x|e*nt<b>&"
     results = results.assign(variant=results["variant"].replace(XENT, odd))
-    write_report(results, gt, failures, LADDER, tmp_path)
+    pretrain = pd.DataFrame([_pretrain_row("tiny", "pretrain-a", steps=10, lm_loss=5.0)])
+    write_report(results, gt, failures, LADDER, tmp_path, pretrain=pretrain)
     md = (tmp_path / "summary.md").read_text()
     page = (tmp_path / "report.html").read_text()
 
     md_heads = [(len(h), _md_text(t)) for h, t in re.findall(r"(?m)^(#+) (.*)$", md)]
     html_heads = [(int(n), html.unescape(t)) for n, t in re.findall(r"<h(\d)>(.*?)</h\d>", page)]
     assert md_heads == html_heads
-    assert (3, f"sciq / {odd}") in md_heads and (2, "Failed runs") in md_heads
+    assert (3, f"sciq / {odd}") in md_heads and (2, "Pretraining") in md_heads
 
     md_cells, html_cells = _md_cells(md), _html_cells(page)
     assert md_cells == html_cells
@@ -423,3 +428,83 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["gt.csv"]  # temp file removed
     atomic_write(target, lambda p: p.write_text("new"))
     assert target.read_text() == "new"
+
+
+# --- pretraining ----------------------------------------------------------------------------
+
+
+def _pretrain_row(model, key, corpus="latent", **metrics):
+    return dict(model=model, objective="clm", corpus=corpus, seed=0, run_key=key, **metrics)
+
+
+def test_report_lists_pretraining_runs(tmp_path, results, gt, failures):
+    done = dict(documents=2000, steps=300, lm_loss_start=6.2447, lm_loss=5.7122,
+                uniform_loss=math.log(516), vocab_size=516, tokens=5740,
+                train_seconds=7.54)  # fmt: skip
+    pretrain = pd.DataFrame(
+        [
+            _pretrain_row("huge", "pretrain-b", **{**done, "lm_loss": 4.25}),
+            _pretrain_row("tiny", "pretrain-a", "file: corpus.txt", **done),
+            _pretrain_row("base", "pretrain-c"),  # not finished: no metrics
+        ]
+    )
+    paths = write_report(results, gt, failures, LADDER, tmp_path, pretrain=pretrain)
+    md = paths.summary_md.read_text()
+    section = md.split("## Pretraining")[1].split("## Ground-truth accuracy")[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    assert lines[0] == (
+        "| model | objective | corpus | documents | steps | LM loss: start → end | uniform "
+        "| train s | run key |"
+    )
+    # Ladder order; ln(516) = 6.246 is the loss of a model that learned nothing.
+    assert lines[2:] == [
+        "| tiny | clm | file: corpus.txt | 2000 | 300 | 6.245 → 5.712 | 6.246 | 7.5 | pretrain-a |",
+        "| huge | clm | latent | 2000 | 300 | 6.245 → 4.250 | 6.246 | 7.5 | pretrain-b |",
+    ]
+    assert "1 pretraining run(s) have no result yet" in section
+    assert "- pretraining runs: 3" in md and "[pretrain.csv](pretrain.csv)" in md
+    assert md.index("## Pretraining") < md.index("## Ground-truth accuracy")
+    assert "<h2>Pretraining</h2>" in paths.html.read_text()
+
+    back = pd.read_csv(paths.pretrain_csv)
+    assert paths.pretrain_csv.parent == paths.gt_csv.parent
+    assert list(back["run_key"]) == ["pretrain-b", "pretrain-a", "pretrain-c"]
+    assert back["lm_loss"].tolist()[:2] == [4.25, 5.7122] and math.isnan(back["lm_loss"][2])
+
+
+def test_report_without_pretraining_has_no_section(tmp_path, results, gt, failures):
+    paths = write_report(results, gt, failures, LADDER, tmp_path)
+    md = paths.summary_md.read_text()
+    assert "Pretraining" not in md and "pretraining runs" not in md and "pretrain.csv" not in md
+    assert "Pretraining" not in paths.html.read_text()
+    assert len(pd.read_csv(paths.pretrain_csv)) == 0  # written, with its header, like gt.csv
+
+
+def test_collect_reads_pretraining_runs_from_the_store(tmp_path):
+    """Every planned pretraining run is a row: a finished one with its metrics and ln(vocab),
+    a file corpus named by its file, an unfinished one with its metrics missing."""
+    store = Store(str(tmp_path))
+    base = {"kind": "pretrain", "method": "pretrain", "loss": "clm", "seed": 0}
+    rows = [
+        {**base, "key": "pretrain-a", "model": "tiny", "dataset": "latent"},
+        {**base, "key": "pretrain-b", "model": "base", "dataset": FILE, "loss": "mlm"},
+        {**base, "key": "pretrain-c", "model": "huge", "dataset": "latent"},
+    ]
+    store.write_manifest("s", {"name": "s", "ladder": LADDER, "runs": rows, "searches": []})
+    metrics = {"lm_loss_start": 6.2, "lm_loss": 5.7, "steps": 300, "documents": 2000,
+               "tokens": 57400, "train_seconds": 7.5, "vocab_size": 516}  # fmt: skip
+    config = {"dataset": {"name": FILE, "params": {"path": "/data/corpus.txt"}}}
+    store.write_run("pretrain-a", {"metrics.json": json.dumps(metrics).encode()})
+    store.write_run(
+        "pretrain-b",
+        {
+            "metrics.json": json.dumps({**metrics, "objective": "mlm"}).encode(),
+            "config.json": json.dumps(config).encode(),
+        },
+    )
+    pre = collect(store).pretrain.set_index("run_key")
+    assert pre.loc["pretrain-a", "uniform_loss"] == pytest.approx(math.log(516))
+    assert pre.loc["pretrain-a", "lm_loss"] == 5.7 and pre.loc["pretrain-a", "objective"] == "clm"
+    assert pre.loc["pretrain-b", "corpus"] == "file: corpus.txt"
+    assert pre.loc["pretrain-b", "objective"] == "mlm"
+    assert math.isnan(pre.loc["pretrain-c", "lm_loss"]) and pre.loc["pretrain-c", "model"] == "huge"

@@ -322,7 +322,9 @@ def _report(store: Store, out: str | None) -> int:
         print(f"{store.uri}: no sweep found in this store", file=sys.stderr)
         return 2
     out_dir = Path(out) if out else Path(store.root if store.local else "w2s_report") / "report"
-    paths = write_report(tables.results, tables.gt, tables.failures, tables.ladder, out_dir)
+    paths = write_report(
+        tables.results, tables.gt, tables.failures, tables.ladder, out_dir, pretrain=tables.pretrain
+    )
     if not tables.gt.empty:
         acc = tables.gt.groupby(["dataset", "model"])["acc"].mean().unstack("model")
         cols = [m for m in tables.ladder if m in acc.columns]

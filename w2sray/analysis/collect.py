@@ -1,4 +1,5 @@
-"""Read a store into the analysis tables: results (one row per transfer), GT runs, failures.
+"""Read a store into the analysis tables: results (one row per transfer), GT runs, pretraining
+runs, failures.
 
 Reads only the store (sweep manifests plus run artifacts), never Tune's state, so sweeps that
 were interrupted, resumed, or run from several clusters into one store add up.
@@ -6,11 +7,20 @@ were interrupted, resumed, or run from several clusters into one store add up.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
+from w2sray.data.corpus import FILE
 from w2sray.store import Store
+
+PRETRAIN_COLUMNS = [
+    "model", "objective", "corpus", "documents", "seed", "steps", "lm_loss_start", "lm_loss",
+    "uniform_loss", "vocab_size", "tokens", "train_seconds", "run_key",
+]  # fmt: skip
 
 
 @dataclass
@@ -20,6 +30,34 @@ class Tables:
     failures: pd.DataFrame
     ladder: list[str]
     sweeps: list[str]
+    # Every planned pretraining run; metric columns NaN until it has a result.
+    pretrain: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PRETRAIN_COLUMNS))
+
+
+def _pretrain_row(store: Store, key: str, row: dict, metrics: dict | None) -> dict[str, Any]:
+    corpus = row["dataset"]
+    if corpus == FILE and metrics is not None:
+        # A file corpus is keyed by its bytes; its path is only in the run's config.
+        path = store.read_json(key, "config.json")["dataset"]["params"]["path"]
+        corpus = f"{FILE}: {os.path.basename(path)}"
+    m = metrics or {}
+    vocab = m.get("vocab_size")
+    return {
+        "model": row["model"],
+        "objective": m.get("objective", row.get("loss")),  # runs before the field: the loss
+        "corpus": corpus,
+        "documents": m.get("documents"),
+        "seed": row.get("seed"),
+        "steps": m.get("steps"),
+        "lm_loss_start": m.get("lm_loss_start"),
+        "lm_loss": m.get("lm_loss"),
+        # A model predicting every token of the vocabulary alike has this loss (nats).
+        "uniform_loss": math.log(vocab) if vocab else None,
+        "vocab_size": vocab,
+        "tokens": m.get("tokens"),
+        "train_seconds": m.get("train_seconds"),
+        "run_key": key,
+    }
 
 
 def collect(store: Store) -> Tables:
@@ -56,6 +94,11 @@ def collect(store: Store) -> Tables:
         }
         for k, r in rows.items()
         if r["kind"] == "gt" and k in metrics
+    ]
+    pretrain = [
+        _pretrain_row(store, k, r, metrics.get(k))
+        for k, r in rows.items()
+        if r["kind"] == "pretrain"
     ]
     results = []
     for (k, _), r in placed.items():
@@ -106,4 +149,5 @@ def collect(store: Store) -> Tables:
         failures=pd.DataFrame(failures),
         ladder=ladder,
         sweeps=[m["name"] for m in manifests],
+        pretrain=pd.DataFrame(pretrain, columns=PRETRAIN_COLUMNS),
     )

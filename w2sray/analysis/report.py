@@ -18,6 +18,7 @@ import pandas as pd
 from w2sray.atomic import atomic_write, atomic_write_text
 from w2sray.store import error_line
 
+from .collect import PRETRAIN_COLUMNS
 from .document import (
     Block,
     BulletList,
@@ -70,6 +71,7 @@ class ReportPaths:
     stats_csv: Path | None = None
     comparisons_csv: Path | None = None
     html: Path | None = None
+    pretrain_csv: Path | None = None
 
 
 def slugify(*parts: str) -> str:
@@ -84,7 +86,8 @@ def slugify(*parts: str) -> str:
 # --- content --------------------------------------------------------------------------------
 
 _NUMERIC = {"seed", "weak_acc", "ceiling_acc", "w2s_acc", "weak_auc", "ceiling_auc", "w2s_auc",
-            "acc", "auc"}  # fmt: skip
+            "acc", "auc", "documents", "steps", "lm_loss_start", "lm_loss", "uniform_loss",
+            "vocab_size", "tokens", "train_seconds"}  # fmt: skip
 
 
 def _ensure_columns(df: pd.DataFrame | None, cols: list[str]) -> pd.DataFrame:
@@ -105,6 +108,12 @@ NO_TRANSFER = "No transfer runs yet: no PGR to report."
 NO_COMPARISONS = "No comparisons: no dataset has two variants on a common pair."
 NO_PAIRED = "No seed has a defined value for both variants."
 NO_FAILURES = "No failed runs."
+PRETRAIN_NOTE = (
+    "Training loss of each pretraining run in nats per token (clm: next token; mlm: the masked "
+    "tokens only), mean over the first and over the last 5% of its steps. Uniform: ln(vocabulary "
+    "size), the loss of predicting every token as equally likely; a run ending near it learned "
+    "little."
+)
 GT_NOTE = "Test accuracy of each model trained on ground truth; mean ± std over seeds."
 OVERVIEW_NOTE = "Mean PGR over (weak, strong) pairs, pairs weighted equally."
 BY_PAIR_NOTE = (
@@ -168,6 +177,42 @@ def _ci_text(r) -> str:
 
 def _pair(r) -> str:
     return f"{r.weak} → {r.strong}"
+
+
+def _pretrain_sections(pretrain: pd.DataFrame, ladder: list[str]) -> list[Section]:
+    """The pretraining runs, one row each; no section for a sweep without pretraining."""
+    if pretrain.empty:
+        return []
+    rank = {m: i for i, m in enumerate(ladder)}
+    done = pretrain[pretrain["lm_loss"].notna()]
+    done = done.assign(_rank=done["model"].map(lambda m: rank.get(m, len(rank))))
+    rows = [
+        [
+            str(r.model),
+            str(r.objective),
+            str(r.corpus),
+            _fmt(r.documents, ".0f"),
+            _fmt(r.steps, ".0f"),
+            f"{_fmt(r.lm_loss_start, '.3f')} → {_fmt(r.lm_loss, '.3f')}",
+            _fmt(r.uniform_loss, ".3f"),
+            _fmt(r.train_seconds, ".1f"),
+            str(r.run_key),
+        ]
+        for r in done.sort_values(["_rank", "model", "run_key"]).itertuples(index=False)
+    ]
+    blocks: list[Block] = [Paragraph(PRETRAIN_NOTE, note=True)]
+    if rows:
+        header = ["model", "objective", "corpus", "documents", "steps", "LM loss: start → end",
+                  "uniform", "train s", "run key"]  # fmt: skip
+        blocks.append(_table(header, rows))
+    if missing := len(pretrain) - len(done):
+        blocks.append(
+            Paragraph(
+                f"{missing} pretraining run(s) have no result yet (a failed one is listed under "
+                "Failed runs)."
+            )
+        )
+    return [Section("Pretraining", blocks)]
 
 
 def _gt_section(gt: pd.DataFrame, ladder: list[str]) -> Section:
@@ -389,6 +434,7 @@ class _Analysis:
     ladder: list[str]
     table: pd.DataFrame  # transfer runs with PGR columns
     gt: pd.DataFrame
+    pretrain: pd.DataFrame
     failures: pd.DataFrame
     matrices: list[PGRMatrix]
     stats: pd.DataFrame
@@ -405,6 +451,7 @@ def _document(a: _Analysis, now: str, html_name: str) -> Document:
     for i, f in enumerate(a.files):
         links += [", "] * (i > 0) + [Link(f.name, f.name)]
     counts = [
+        *[("pretraining runs", len(a.pretrain))] * (not a.pretrain.empty),
         ("transfer runs", len(a.table)),
         ("ground-truth runs", len(a.gt)),
         ("failed runs", len(a.failures)),
@@ -420,6 +467,7 @@ def _document(a: _Analysis, now: str, html_name: str) -> Document:
     blocks: list[Block] = [
         Paragraph(f"Generated {now}. Ladder (weak to strong): {ladder}."),
         head,
+        *_pretrain_sections(a.pretrain, a.ladder),
         _gt_section(a.gt, a.ladder),
     ]
     if a.table.empty:
@@ -487,8 +535,10 @@ def write_report(
     failures: pd.DataFrame,
     ladder: list[str],
     out_dir: str | Path,
+    pretrain: pd.DataFrame | None = None,
 ) -> ReportPaths:
-    """Write results.parquet/.csv (with PGR columns), gt.csv, summary.md and PNGs to ``out_dir``.
+    """Write results.parquet/.csv (with PGR columns), gt.csv, pretrain.csv, summary.md and PNGs
+    to ``out_dir``. ``pretrain``: the pretraining runs (:attr:`Tables.pretrain`), if any.
 
     Works with no transfer runs yet (empty ``results``): tables and summary are still written
     and the summary says so. Every file is written to a temp name and renamed into place.
@@ -498,6 +548,7 @@ def write_report(
     results = _ensure_columns(results, RESULT_COLUMNS)
     gt = _ensure_columns(gt, GT_COLUMNS)
     failures = _ensure_columns(failures, FAILURE_COLUMNS)
+    pretrain = _ensure_columns(pretrain, PRETRAIN_COLUMNS)
 
     table = add_pgr(results)
     sort_cols = ["dataset", "variant", "weak", "strong", "seed"]
@@ -508,6 +559,7 @@ def write_report(
     )
     table_csv = atomic_write(out / "results.csv", lambda p: table.to_csv(p, index=False))
     gt_csv = atomic_write(out / "gt.csv", lambda p: gt.to_csv(p, index=False))
+    pretrain_csv = atomic_write(out / "pretrain.csv", lambda p: pretrain.to_csv(p, index=False))
     matrices, stats, comparisons, notes = _analyse(table, ladder)
     stats_csv = atomic_write(out / "stats.csv", lambda p: stats.to_csv(p, index=False))
     comparisons_csv = atomic_write(
@@ -522,12 +574,20 @@ def write_report(
         ladder=ladder,
         table=table,
         gt=gt,
+        pretrain=pretrain,
         failures=failures,
         matrices=matrices,
         stats=stats,
         comparisons=comparisons,
         notes=notes,
-        files=[table_csv, table_parquet, gt_csv, stats_csv, comparisons_csv],
+        files=[
+            table_csv,
+            table_parquet,
+            gt_csv,
+            *[pretrain_csv] * (not pretrain.empty),  # linked only when the sweep pretrains
+            stats_csv,
+            comparisons_csv,
+        ],
         heatmaps=heatmaps,
         scatter=scatter,
     )
@@ -547,4 +607,5 @@ def write_report(
         stats_csv=stats_csv,
         comparisons_csv=comparisons_csv,
         html=html_path,
+        pretrain_csv=pretrain_csv,
     )
