@@ -65,3 +65,28 @@ def kill_all(pgids: list[int], marker: str, value: str, grace: float = 0.0) -> l
         except psutil.Error:
             continue
     return out
+
+
+def stop_ray_nodes(procs: list, token: str, logs: list, root: str) -> list[str]:
+    """Stop `ray start --block` processes (SIGTERM stops a node's processes), kill what is left
+    of them and of anything else carrying the test's token path, close the logs and remove the
+    test's folder (kept with W2S_KEEP). Returns the processes that survived."""
+    import shutil
+    import subprocess
+
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=5)  # what is left after that is killed below
+        except subprocess.TimeoutExpired:
+            pass
+    left = kill_all([p.pid for p in procs], "RAY_AUTH_TOKEN_PATH", token)
+    for p in procs:
+        p.wait(timeout=30)
+    for fh in logs:
+        fh.close()
+    if not os.environ.get("W2S_KEEP"):
+        shutil.rmtree(root, ignore_errors=True)
+    return left

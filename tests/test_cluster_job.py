@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import time
 
 import pytest
 import yaml
-from _procs import free_port, kill_all
+from _procs import free_port, stop_ray_nodes
 
 from w2sray.runs import plan_sweep
 from w2sray.spec import load_spec
@@ -116,20 +115,7 @@ def two_node_cluster():
         nodes = _wait_nodes(env, dash, 2, time.time() + 180)
         yield {"root": root, "env": env, "dash": dash, "nodes": nodes}
     finally:
-        for p in procs:  # `ray start --block` stops its node's processes on SIGTERM
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)  # what is left after that is killed below
-            except subprocess.TimeoutExpired:
-                pass
-        left = kill_all([p.pid for p in procs], "RAY_AUTH_TOKEN_PATH", token)
-        for p in procs:
-            p.wait(timeout=30)
-        for log in logs:
-            log.close()
-        if not os.environ.get("W2S_KEEP"):
-            shutil.rmtree(root, ignore_errors=True)
+        left = stop_ray_nodes(procs, token, logs, root)
         assert left == [], f"processes left behind: {left}"
 
 
