@@ -30,27 +30,40 @@ mfu = _load_mfu()
 
 
 @pytest.mark.parametrize(
-    "name,peak",
+    "name,label",
     [
-        ("NVIDIA H100 80GB HBM3", 989e12),
-        ("NVIDIA H100 SXM5 80GB", 989e12),
-        ("NVIDIA H200", 989e12),
-        ("NVIDIA A100-SXM4-80GB", 312e12),
-        ("NVIDIA A100 80GB PCIe", 312e12),
-        ("NVIDIA L4", 121e12),
-        ("NVIDIA H100 PCIe", None),  # a different peak: not guessed
+        # the names nvidia-smi prints for the GPUs in the table -> the entry that must match
+        ("NVIDIA H100 80GB HBM3", "H100 SXM"),
+        ("NVIDIA H100 SXM5 80GB", "H100 SXM"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA A100-SXM4-80GB", "A100"),
+        ("NVIDIA A100 80GB PCIe", "A100"),
+        ("nvidia l4", "L4"),  # case-insensitive
+        # look-alikes with other peaks: never guessed from a near match
+        ("NVIDIA H100 PCIe", None),
         ("NVIDIA H200 NVL", None),
         ("NVIDIA L40S", None),  # not "L4"
         ("Tesla T4", None),
         (None, None),
     ],
 )
-def test_peak_table(monkeypatch, name, peak):
+def test_gpu_names_match_their_own_table_entry(monkeypatch, name, label):
     monkeypatch.delenv("PEAK_BF16_FLOPS", raising=False)
     got, source = mfu.peak_for(name)
-    assert got == peak
-    if peak is None:
-        assert "PEAK_BF16_FLOPS" in source
+    if label is None:
+        assert got is None and "PEAK_BF16_FLOPS" in source  # says how to supply the peak
+        return
+    assert source == f"table: {label}"
+    (want,) = [peak for _, lab, peak in mfu.PEAK_TABLE if lab == label]
+    assert got == want
+
+
+def test_mfu_of_a_run_at_the_peak_is_one():
+    """MFU = 6 * params * tokens/s / (peak * gpus): a run doing exactly peak * gpus FLOP/s."""
+    peak = mfu.peak_for("NVIDIA H100 80GB HBM3")[0]
+    params, gpus = 1e9, 8
+    tokens_per_second = peak * gpus / (6 * params)
+    assert mfu.mfu(params, tokens_per_second, peak, gpus) == pytest.approx(1.0)
 
 
 def test_peak_from_env(monkeypatch):
