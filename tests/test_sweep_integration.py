@@ -31,11 +31,13 @@ SPEC = {
 }
 
 
-def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys):
+def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys, monkeypatch):
     """A weak model that cannot load: its GT run fails with its error recorded, the strong
     model's GT run still completes, the transfer that needed the weak labels is marked failed
     without launching, and the report lists both failures, each with its exception's line.
-    (A search blocked the same way: tests/test_methods.py, through the same execute().)"""
+    (A search blocked the same way: tests/test_methods.py, through the same execute().)
+    The sweep is tracked in MLflow (a local file store): a tracked run per trial, with the run
+    key, the stage and the run's metrics."""
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "gpt2", "n_layer": 1}')  # no weights
@@ -48,7 +50,9 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
             {"name": "strong", "source": "w2s-tiny-1"},
         ],
         "methods": ["xent"],
+        "tracking": {"mlflow": {"tracking_uri": f"file://{tmp_path / 'mlruns'}"}},
     }
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 prefers a database
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     spec = load_spec(spec_path)
@@ -72,6 +76,17 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     failures = {f["key"]: f for f in store.failures()}
     assert "broken-model" in failures[broken_gt.key]["error"]
     assert "upstream" in failures[transfer.key]["error"]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"file://{tmp_path / 'mlruns'}")
+    experiment = client.get_experiment_by_name("failing")  # default: the sweep's name
+    tracked = {r.data.params["run_key"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(tracked) == {broken_gt.key, strong_gt.key}  # the transfer never launched
+    ok = tracked[strong_gt.key]
+    assert ok.data.tags["w2sray_stage"] == "gt" and ok.info.status == "FINISHED"
+    assert ok.data.metrics["acc"] == m["acc"]
+    assert tracked[broken_gt.key].info.status == "FAILED"
 
     assert main(["report", spec.storage]) == 0
     with open(os.path.join(spec.storage, "report", "summary.md")) as fh:

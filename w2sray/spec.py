@@ -201,6 +201,8 @@ class SweepSpec:
     train: TrainSettings = TrainSettings()
     resources: Resources = Resources()
     max_concurrent_trials: int | None = None  # None: derived from cluster resources
+    # tracker -> options: mlflow, wandb (w2sray/tracking.py); never part of a run's key
+    tracking: dict[str, Any] = field(default_factory=dict)
     source_path: str = ""
     # The fields the spec's top-level ``train:`` writes (parse_spec fills it). The others take
     # each model's defaults-table values (w2sray/models/defaults.py). None, for a spec built in
@@ -454,6 +456,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         "train",
         "resources",
         "max_concurrent_trials",
+        "tracking",
         "description",
     }
     for key in top:
@@ -592,6 +595,12 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
     if mct is not None and (not isinstance(mct, int) or isinstance(mct, bool) or mct < 1):
         chk.bad("max_concurrent_trials", f"must be a positive integer or absent, got {mct!r}")
 
+    from w2sray.tracking import check_tracking
+
+    for problem in check_tracking(top.get("tracking")):
+        field_name, _, msg = problem.partition(": ")
+        chk.bad(field_name, msg)
+
     # Deduplicate the problems (a bad grid reports once, not once per grid point).
     problems = list(dict.fromkeys(chk.problems))
     if problems:
@@ -606,6 +615,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         train=train,
         resources=resources,
         max_concurrent_trials=mct,
+        tracking=dict(top.get("tracking") or {}),
         source_path=path,
         train_written=train_written,
     )

@@ -229,15 +229,21 @@ def _progress_callback(progress: _Progress) -> Any:
     return Callback()
 
 
-def _run_config(experiment: str, store: Store, progress: _Progress) -> Any:
-    """Tune's RunConfig of a stage: its state in the store, a failing trial failing alone."""
+def _run_config(spec: SweepSpec, stage: str, store: Store, progress: _Progress) -> Any:
+    """Tune's RunConfig of a stage: its state in the store, a failing trial failing alone, and
+    the spec's experiment trackers (w2sray/tracking.py)."""
     from ray import tune
 
+    from w2sray.tracking import tracking_callbacks
+
     return tune.RunConfig(
-        name=experiment,
+        name=f"{spec.name}-{stage}",
         storage_path=store.ray_storage_path(),
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-        callbacks=[_progress_callback(progress)],
+        callbacks=[
+            _progress_callback(progress),
+            *tracking_callbacks(spec.tracking, spec.name, stage),
+        ],
         verbose=0,
     )
 
@@ -271,7 +277,7 @@ def run_stage(
         trainable,
         param_space={"run_key": tune.grid_search([r.key for r in runs])},
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True),
-        run_config=_run_config(f"{spec.name}-{name}", store, progress),
+        run_config=_run_config(spec, name, store, progress),
     )
     grid = tuner.fit()
     failed: dict[str, str] = {}
@@ -348,7 +354,7 @@ def run_searches(
             max_concurrent_trials=limit,
             reuse_actors=True,
         ),
-        run_config=_run_config(f"{spec.name}-search", store, progress),
+        run_config=_run_config(spec, "search", store, progress),
     )
     tuner.fit()
     for s in searches:
