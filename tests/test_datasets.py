@@ -23,14 +23,26 @@ import yaml
 from w2sray.data import DATASETS, make_splits, validate_dataset_params
 from w2sray.data import hub as hub_mod
 from w2sray.data.formatters import (
+    anli_label,
     anthropic_hh_example,
     binary_label,
     format_amazon_polarity,
+    format_anli,
     format_anthropic_hh,
     format_boolq,
+    format_cola,
     format_cosmos_qa,
+    format_ethics_commonsense,
+    format_ethics_deontology,
+    format_ethics_justice,
+    format_ethics_virtue,
+    format_mc_taco,
+    format_multirc,
+    format_paws,
     format_sciq,
     format_sst2,
+    format_text_label,
+    format_wic,
     split_hh_pair,
 )
 from w2sray.data.hub import HUB_TASKS, examples_from_rows
@@ -232,7 +244,10 @@ def test_hub_entries_registered():
         entry = DATASETS[name]
         assert {"split", "revision", "hub_id"} <= set(entry.params)
         assert entry.doc and entry.validate is not None
-        assert validate_dataset_params(name, {"split": "validation", "revision": "abc"}) == []
+        assert validate_dataset_params(name, {"split": "train", "revision": "abc"}) == []
+        assert validate_dataset_params(name, {"split": "validation", "test_split": None}) == []
+        (same,) = validate_dataset_params(name, {"split": "x", "test_split": "x"})
+        assert same.startswith("test_split 'x' is the training split")
     assert "balance" in DATASETS["sst2"].params and "balance" not in DATASETS["sciq"].params
     assert "data_dir" in DATASETS["anthropic_hh"].params
     (problem,) = validate_dataset_params("sst2", {"balance": "yes"})
@@ -274,7 +289,7 @@ def test_examples_from_rows_constructed_tasks():
 def test_hub_loader_is_a_thin_shell(monkeypatch):
     calls = []
 
-    def fake_rows(hub_id, split, revision=None, data_dir=None):
+    def fake_rows(hub_id, split, revision=None, data_dir=None, config=None, dataset=""):
         calls.append((hub_id, split, revision, data_dir))
         return hh_rows(30)
 
@@ -284,11 +299,12 @@ def test_hub_loader_is_a_thin_shell(monkeypatch):
     )
     assert calls == [("Anthropic/hh-rlhf", "test", "abc", "harmless-base")]
     assert (texts, labels) == examples_from_rows("anthropic_hh", hh_rows(30), 10, 0)
-    splits = make_splits("anthropic_hh", {}, 8, 8, 4, split_seed=0)
+    # test_split: null cuts all three splits from the training split, as a single source.
+    splits = make_splits("anthropic_hh", {"test_split": None}, 8, 8, 4, split_seed=0)
     assert calls[-1] == ("Anthropic/hh-rlhf", "train", None, None)
     assert len(splits.gt_texts) == 8
     with pytest.raises(ValueError, match="has 30 examples, the splits need 40"):
-        make_splits("anthropic_hh", {}, 20, 10, 10, split_seed=0)
+        make_splits("anthropic_hh", {"test_split": None}, 20, 10, 10, split_seed=0)
 
 
 def test_hub_loader_without_datasets_package(monkeypatch):
@@ -297,22 +313,161 @@ def test_hub_loader_without_datasets_package(monkeypatch):
         DATASETS["sciq"].load(10, 0)
 
 
+# Rows of each multiple-choice task in its hub schema: row i's right answer is "RIGHT i", the
+# wrong ones "wrong i k"; ``at`` says where the right one sits (the label's encoding differs).
+def _opts(i: int, n: int, at: int) -> list[str]:
+    return [f"RIGHT {i}" if k == at else f"wrong {i} {k}" for k in range(n)]
+
+
+MC_ROWS = {
+    "openbookqa": lambda i, at: {
+        "id": str(i),
+        "question_stem": f"q{i}",
+        "choices": {"text": _opts(i, 4, at), "label": ["A", "B", "C", "D"]},
+        "answerKey": "ABCD"[at],
+    },
+    "quartz": lambda i, at: {
+        "id": str(i),
+        "question": f"q{i}",
+        "choices": {"text": _opts(i, 2, at % 2), "label": ["A", "B"]},
+        "answerKey": "AB"[at % 2],
+        "para": f"para {i}",
+        "para_id": "p",
+        "para_anno": {},
+        "question_anno": {},
+    },
+    "piqa": lambda i, at: {
+        "goal": f"goal {i}",
+        **dict(zip(("sol1", "sol2"), _opts(i, 2, at % 2), strict=True)),
+        "label": at % 2,
+    },
+    "social_i_qa": lambda i, at: {
+        "context": f"ctx {i}",
+        "question": f"q{i}",
+        **dict(zip(("answerA", "answerB", "answerC"), _opts(i, 3, at % 3), strict=True)),
+        "label": str(at % 3 + 1),  # 1-based, a string
+    },
+    "hellaswag": lambda i, at: {
+        "ind": i,
+        "activity_label": "a",
+        "ctx_a": f"ctx {i}",
+        "ctx_b": "",
+        "ctx": f"ctx {i}",
+        "endings": _opts(i, 4, at),
+        "source_id": "s",
+        "split": "train",
+        "split_type": "indomain",
+        "label": str(at),  # a string
+    },
+    "quail": lambda i, at: {
+        "id": f"q{i}",
+        "context_id": "c",
+        "question_id": str(i),
+        "domain": "news",
+        "metadata": {"author": "", "title": "", "url": ""},
+        "context": f"ctx {i}",
+        "question": f"q{i}",
+        "question_type": "Causality",
+        "answers": _opts(i, 4, at),
+        "correct_answer_id": at,
+    },
+    "dream": lambda i, at: {
+        "id": i,
+        "dialogue_id": f"d{i}",
+        "dialogue": [f"M: hello {i}", "W: hi"],
+        "question": f"q{i}",
+        "choice": _opts(i, 3, at % 3),
+        "answer": f"RIGHT {i}",  # the right choice's text
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(MC_ROWS))
+def test_multiple_choice_tasks_show_the_right_answer_iff_label_1(name):
+    rows = [MC_ROWS[name](i, i % 4) for i in range(40)]
+    texts, labels = HUB_TASKS[name].format_rows(rows, 0)
+    assert Counter(labels) == {0: 20, 1: 20}
+    for i, (text, y) in enumerate(zip(texts, labels, strict=True)):
+        assert (f"RIGHT {i}" in text) == bool(y), (name, text)
+        assert y or f"wrong {i} " in text
+    shown = {t.split("wrong ")[1].split()[1] for t, y in zip(texts, labels, strict=True) if not y}
+    assert len(shown) > 1  # the wrong answer is drawn, not always the same position
+    assert HUB_TASKS[name].format_rows(rows, 0) == (texts, labels)
+
+
+@pytest.mark.parametrize(
+    "name, bad",
+    [("piqa", -1), ("hellaswag", ""), ("social_i_qa", "0"), ("quail", 4), ("openbookqa", "E")],
+)
+def test_multiple_choice_unlabelled_rows_fail(name, bad):
+    row = MC_ROWS[name](0, 0)
+    key = {"quail": "correct_answer_id", "openbookqa": "answerKey"}.get(name, "label")
+    with pytest.raises(ValueError, match=rf"{name}.*(does not name one of|answerKey 'E')"):
+        HUB_TASKS[name].format_rows([{**row, key: bad}] * 2, 0)
+
+
+def test_new_labelled_formatters():
+    assert format_text_label({"text": "great", "label": 1}) == ("great", 1)
+    assert format_cola({"sentence": "Him went.", "label": 0, "idx": 0}) == ("Him went.", 0)
+    text, y = format_paws({"id": 1, "sentence1": "a b", "sentence2": "b a", "label": 1})
+    assert (text, y) == ("Sentence 1: a b\nSentence 2: b a", 1)
+    row = {"paragraph": "P" * 50, "question": "Who?", "answer": "Ann", "idx": {}, "label": 1}
+    assert format_multirc(row)[0].startswith("Question: Who?\nAnswer: Ann\nPassage: PPP")
+    wic = {"word": "bank", "sentence1": "river bank", "sentence2": "bank loan", "label": 0}
+    assert format_wic(wic) == ("Word: bank\nSentence 1: river bank\nSentence 2: bank loan", 0)
+    taco = {"sentence": "He ate.", "question": "How long?", "answer": "5 min", "label": 1}
+    assert format_mc_taco({**taco, "category": 0})[0].startswith("Question: How long?\nAnswer")
+    # ANLI: entailment (0) is the positive class; neutral (1) and contradiction (2) are not.
+    nli = {"uid": "u", "premise": "p", "hypothesis": "h", "reason": ""}
+    assert [format_anli({**nli, "label": k})[1] for k in (0, 1, 2)] == [1, 0, 0]
+    assert [anli_label(k) for k in (0, 1, 2)] == [1, 0, 0]
+    for bad in (-1, 3, True, "0"):
+        with pytest.raises(ValueError, match="not an NLI label"):
+            anli_label(bad)
+    anli_rows = [{**nli, "hypothesis": f"h{i}", "label": i % 3} for i in range(30)]
+    assert Counter(examples_from_rows("anli_r2", anli_rows, 20, 0)[1]) == {0: 10, 1: 10}
+    deon = {"label": 1, "scenario": "I must go.", "excuse": "I promised."}
+    assert format_ethics_deontology(deon) == ("Scenario: I must go.\nExcuse: I promised.", 1)
+    assert format_ethics_commonsense({"label": 1, "input": "I lied.", "is_short": True})[1] == 1
+    assert format_ethics_justice({"label": 0, "scenario": "s"}) == ("s", 0)
+    assert format_ethics_virtue({"label": 1, "scenario": "He gave. [SEP] kind"})[1] == 1
+
+
+def labelled_rows(name: str, i: int) -> dict:
+    y = i % 2
+    return {
+        "sst2": {"idx": i, "sentence": f"s{i}", "label": y},
+        "amazon_polarity": {"label": y, "title": f"t{i}", "content": f"c{i}"},
+        "boolq": {"question": f"q{i}", "answer": bool(y), "passage": "p"},
+        "imdb": {"text": f"review {i}", "label": y},
+        "yelp_polarity": {"text": f"review {i}", "label": y},
+        "cola": {"sentence": f"s{i}", "label": y, "idx": i},
+        "paws": {"id": i, "sentence1": f"a{i}", "sentence2": "b", "label": y},
+        "multirc": {"paragraph": "p", "question": f"q{i}", "answer": "a", "idx": {}, "label": y},
+        "wic": {"word": "w", "sentence1": f"s{i}", "sentence2": "t", "idx": i, "label": y},
+        "mc_taco": {"sentence": "s", "question": f"q{i}", "answer": "a", "label": y},
+        "anli_r2": {"uid": "u", "premise": "p", "hypothesis": f"h{i}", "label": 2 * (1 - y)},
+        "ethics_commonsense": {"label": y, "input": f"i{i}", "is_short": True, "edited": False},
+        "ethics_justice": {"label": y, "scenario": f"s{i}"},
+        "ethics_deontology": {"label": y, "scenario": f"s{i}", "excuse": "e"},
+        "ethics_virtue": {"label": y, "scenario": f"s{i} [SEP] kind"},
+    }[name]
+
+
 def test_every_hub_task_formats_rows_of_its_hub_schema():
-    rows = {
-        "sst2": [{"idx": i, "sentence": f"s{i}", "label": i % 2} for i in range(12)],
-        "amazon_polarity": [
-            {"label": i % 2, "title": f"t{i}", "content": f"c{i}"} for i in range(12)
-        ],
-        "boolq": [{"question": f"q{i}", "answer": i % 2 == 0, "passage": "p"} for i in range(12)],
-        "sciq": sciq_rows(12),
-        "cosmos_qa": cosmos_rows(12),
-        "anthropic_hh": hh_rows(12),
-    }
-    assert set(rows) == set(HUB_TASKS)  # a new hub task needs rows of its schema here
-    for name, task_rows in rows.items():
+    constructed = {"sciq": sciq_rows, "cosmos_qa": cosmos_rows, "anthropic_hh": hh_rows}
+    for name, task in HUB_TASKS.items():
+        if name in constructed:
+            task_rows = constructed[name](12)
+        elif name in MC_ROWS:
+            task_rows = [MC_ROWS[name](i, i % 4) for i in range(12)]
+        else:  # a new labelled task needs rows of its schema in labelled_rows
+            task_rows = [labelled_rows(name, i) for i in range(12)]
         texts, labels = examples_from_rows(name, task_rows, 12, seed=0)
         assert len(set(texts)) == 12 and all(t.strip() for t in texts), name
         assert Counter(labels) == {0: 6, 1: 6}, name
+        # Every row has a key for the train/test overlap check, distinct per row here.
+        assert len({hub_mod.row_key(task, r) for r in task_rows}) == 12, name
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ EPILOG = """examples:
   w2sray run SPEC --model-dir /tmp/ladder/models
                                                 hub models from local copies (W2SRAY_MODEL_DIR)
   w2sray report w2s_results/quickstart          rebuild the PGR report from a store
+  w2sray datasets                               list the registered datasets (sst2 for one)
 """
 
 
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write PGR tables, matrices and plots from a store")
     rep.add_argument("store", help="results location (path, s3://, gs://)")
     rep.add_argument("--out", help="report folder (default: <store>/report for a local store)")
+
+    ds = sub.add_parser(
+        "datasets",
+        help="list the registered datasets: source, splits, params",
+        description="List the datasets a spec's `datasets:` may name: where their rows come "
+        "from, which split trains (A, B) and which tests, their params with defaults, and what "
+        "they need installed. Hub datasets need `pip install 'w2sray[hub]'`.",
+    )
+    ds.add_argument("name", nargs="?", help="one dataset: its full description")
     return p
 
 
@@ -156,6 +166,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 print(f"  {name}: " + " ".join(f"{k}={_fmt_value(v)}" for k, v in values.items()))
     if args.gpu_mem is not None:
         _print_resource_plan(spec, args.gpu_mem, args.gpus_per_node, args.max_nodes)
+    for problem in _requirement_problems(spec):  # plan runs nothing: a note, `run` refuses
+        print(f"note: {problem}")
     return 0
 
 
@@ -292,6 +304,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from w2sray.sweep import execute
 
     spec = _load(args.spec, args.store, args.model_dir)
+    missing = _requirement_problems(spec)
+    if missing:  # fail here, before Ray starts, not in every worker
+        raise SpecError(args.spec, missing)
     plan = plan_sweep(spec)
     store = Store(spec.storage)
     print(
@@ -345,6 +360,75 @@ def _report(store: Store, out: str | None) -> int:
     return 0
 
 
+def _requirement_problems(spec: SweepSpec) -> list[str]:
+    """The spec's datasets (sweep and pretraining corpora) whose optional packages are not
+    installed, each with the pip extra that installs them."""
+    from w2sray.data import DATASETS, missing_requirements
+
+    problems = []
+    for i, d in enumerate(spec.datasets):
+        if d.name in DATASETS:
+            problems += [f"datasets[{i}]: {m}" for m in missing_requirements(d.name)]
+    for i, m in enumerate(spec.models):
+        corpus = m.pretrain.corpus if m.pretrain is not None else None
+        if corpus is not None and corpus.dataset in DATASETS:
+            where = f"models[{i}].pretrain.corpus"
+            problems += [f"{where}: {p}" for p in missing_requirements(corpus.dataset)]
+    return problems
+
+
+def _fmt_default(v: object) -> str:
+    return "null" if v is None else _fmt_value(v)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from w2sray.data import DATASETS, dataset_defaults, missing_packages, missing_requirements
+
+    if args.name is not None:
+        if args.name not in DATASETS:
+            print(
+                f"error: unknown dataset {args.name!r} (known: {', '.join(DATASETS)})",
+                file=sys.stderr,
+            )
+            return 2
+        e = DATASETS[args.name]
+        defaults = dataset_defaults(e.name)
+        print(f"{e.name}: {e.doc}\nsource: {e.source}\nsplits: {e.splits}\nparams:")
+        for p in e.params:
+            print(f"  {_fmt_param(p, defaults).replace('=', ': ', 1)}")
+        for m in missing_requirements(e.name):
+            print(f"note: {m}")
+        return 0
+    rows = [(e.name, e.source, e.splits, one_line(e.doc)) for e in DATASETS.values()]
+    widths = [max(len(r[i]) for r in rows) + (i == 1) for i in range(3)]  # room for a "*"
+    print(f"{'name':{widths[0]}}  {'source':{widths[1]}}  {'splits':{widths[2]}}  description")
+    missing: set[tuple[str, str]] = set()
+    for name, source, splits, line in rows:
+        missing.update(missing_packages(name))
+        mark = "*" if missing_packages(name) else ""
+        print(f"{name:{widths[0]}}  {source + mark:{widths[1]}}  {splits:{widths[2]}}  {line}")
+        defaults = dataset_defaults(name)
+        params = [_fmt_param(p, defaults) for p in DATASETS[name].params]
+        print(f"{'':{widths[0]}}  params: {' '.join(params) or '-'}")
+    print(f"\n{len(rows)} datasets; `w2sray datasets NAME` describes one in full")
+    for module, extra in sorted(missing):
+        print(f"* needs the `{module}` package, not installed here: pip install 'w2sray[{extra}]'")
+    return 0
+
+
+def one_line(doc: str, width: int = 72) -> str:
+    """A registry doc's first phrase, cut to ``width`` characters."""
+    first = doc.split(". ")[0].split("; ")[0].split(" (")[0].rstrip(".")
+    return first if len(first) <= width else first[: width - 3] + "..."
+
+
+def _fmt_param(name: str, defaults: dict) -> str:
+    if name not in defaults:
+        return f"{name}=(optional)"
+    value = defaults[name]
+    return f"{name}=(required)" if value == "" else f"{name}={_fmt_default(value)}"
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     return _report(Store(args.store), args.out)
 
@@ -352,7 +436,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "plan": cmd_plan, "report": cmd_report}[args.command](args)
+        commands = {
+            "run": cmd_run,
+            "plan": cmd_plan,
+            "report": cmd_report,
+            "datasets": cmd_datasets,
+        }
+        return commands[args.command](args)
     except SpecError as exc:
         print(f"error: invalid sweep spec\n{exc}", file=sys.stderr)
         return 2

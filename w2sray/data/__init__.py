@@ -5,8 +5,10 @@ Splits are made here too, so every model of a sweep sees exactly the same exampl
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,8 @@ import numpy as np
 from w2sray.data.latent import DEFAULTS as LATENT_DEFAULTS
 from w2sray.data.latent import latent_param_problems, latent_rows
 from w2sray.data.synthetic import synthetic_rows
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,13 @@ class DatasetEntry:
     defaults: dict[str, Any] | None = None
     # Bump when a code change alters results of this entry: only its runs' keys change.
     version: int = 1
+    # load_sources(n_train, n_test, seed, **params) -> SourcedExamples, or None when the params
+    # name no test source of its own (then make_splits cuts all three splits from ``load``)
+    load_sources: Callable[..., SourcedExamples | None] | None = None
+    # (module, pip extra) pairs the loader imports: see missing_requirements
+    requires: tuple[tuple[str, str], ...] = ()
+    source: str = "embedded"  # where rows come from, for `w2sray datasets`
+    splits: str = "A, B and test cut from one draw"  # where each split comes from, likewise
 
 
 DATASETS: dict[str, DatasetEntry] = {}
@@ -43,17 +54,35 @@ def register_dataset(
     validate: Callable[[dict], list[str]] | None = None,
     defaults: dict[str, Any] | None = None,
     version: int = 1,
+    load_sources: Callable[..., SourcedExamples | None] | None = None,
+    requires: tuple[tuple[str, str], ...] = (),
+    source: str = "embedded",
+    splits: str = "A, B and test cut from one draw",
 ) -> Callable:
     """Decorator adding a loader ``fn(n, seed, **params) -> (texts, labels)`` to DATASETS;
     ``validate(params)`` returns problems for spec validation (e.g. a required param missing).
     ``defaults`` declares the defaults of params the loader takes through ``**params`` (those
     of its named keyword arguments are read from its signature); ``version`` is hashed into the
-    key of every run on the dataset: bump it when a code change alters the loader's results."""
+    key of every run on the dataset: bump it when a code change alters the loader's results.
+    ``load_sources`` gives training and test rows from separate sources (see make_splits);
+    ``requires`` names the optional packages the loader imports and the extra installing them."""
 
     def wrap(fn: Callable) -> Callable:
         if name in DATASETS:
             raise ValueError(f"dataset {name!r} is already registered")
-        DATASETS[name] = DatasetEntry(name, fn, doc, params, validate, defaults, version)
+        DATASETS[name] = DatasetEntry(
+            name,
+            fn,
+            doc,
+            params,
+            validate,
+            defaults,
+            version,
+            load_sources,
+            requires,
+            source,
+            splits,
+        )
         return fn
 
     return wrap
@@ -126,6 +155,24 @@ def validate_dataset_params(name: str, params: dict) -> list[str]:
     return problems
 
 
+def missing_packages(name: str) -> list[tuple[str, str]]:
+    """The (module, pip extra) pairs dataset ``name`` needs that are not installed (found
+    without importing them)."""
+    return [
+        (m, extra) for m, extra in DATASETS[name].requires if importlib.util.find_spec(m) is None
+    ]
+
+
+def missing_requirements(name: str) -> list[str]:
+    """One message per optional package dataset ``name`` needs that is not installed, naming
+    the dataset and the pip extra that installs it."""
+    return [
+        f"dataset {name!r} needs the `{module}` package, which is not installed: "
+        f"pip install 'w2sray[{extra}]'"
+        for module, extra in missing_packages(name)
+    ]
+
+
 @dataclass(frozen=True)
 class Splits:
     """Three disjoint splits; ``*_ids`` index the loaded rows so disjointness is checkable."""
@@ -141,14 +188,77 @@ class Splits:
     test_ids: np.ndarray
 
 
+@dataclass(frozen=True)
+class SourcedExamples:
+    """Training rows (for splits A and B) and test rows from separate sources."""
+
+    train_texts: list[str]
+    train_labels: list[int]
+    test_texts: list[str]
+    test_labels: list[int]
+    dropped: int  # training rows left out because they are also test rows
+    source: str = ""  # the training source, for error messages
+
+
+def shared_with_test(train_keys: Iterable[str], test_keys: Iterable[str]) -> list[int]:
+    """Indices of the training rows whose key, stripped, is also a test row's: the rows a
+    loader with a separate test source drops from training, so no test example is trained
+    on (the test source stays whole: it is the benchmark's)."""
+    in_test = {k.strip() for k in test_keys}
+    return [i for i, k in enumerate(train_keys) if k.strip() in in_test]
+
+
+def log_dropped(source: str, dropped: int, test_source: str) -> None:
+    if dropped:
+        log.warning(
+            "%s: %d training row(s) dropped: their text is also in the test rows (%s)",
+            source,
+            dropped,
+            test_source,
+        )
+
+
+def splits_from_sources(
+    name: str, src: SourcedExamples, n_gt: int, n_weak: int, n_test: int, split_seed: int
+) -> Splits:
+    """A and B cut from the training rows as make_splits cuts one source, test from the test
+    rows. Test ids count on from the training rows' (``n_gt + n_weak + i``), so ids stay
+    unique across the three splits."""
+    need = n_gt + n_weak
+    if len(src.train_texts) < need:
+        raise ValueError(
+            f"dataset {name!r} ({src.source}) has {len(src.train_texts)} training "
+            f"examples (after dropping {src.dropped} also in the test rows), splits A and B "
+            f"need {need} (n_gt={n_gt}, n_weak={n_weak})"
+        )
+    if len(src.test_texts) != n_test:  # a loader bug, not a user error
+        raise AssertionError(f"{name}: {len(src.test_texts)} test rows, n_test is {n_test}")
+    order = np.random.default_rng(split_seed).permutation(len(src.train_texts))
+    a, b = order[:n_gt], order[n_gt:need]
+    t = np.arange(need, need + n_test)
+
+    def take(idx: np.ndarray) -> tuple[list[str], list[int]]:
+        return [src.train_texts[i] for i in idx], [int(src.train_labels[i]) for i in idx]
+
+    (a_t, a_y), (b_t, b_y) = take(a), take(b)
+    return Splits(a_t, a_y, a, b_t, b_y, b, list(src.test_texts), list(src.test_labels), t)
+
+
 def make_splits(
     name: str, params: dict, n_gt: int, n_weak: int, n_test: int, split_seed: int
 ) -> Splits:
-    """Load a dataset and cut disjoint A (gt), B (weak) and test splits, deterministic in seed."""
-    if name == "local" and params.get("test_path"):  # test rows from files of their own
-        return local.splits_with_test_source(params, n_gt, n_weak, n_test, split_seed)
+    """Load a dataset and cut disjoint A (gt), B (weak) and test splits, deterministic in seed.
+
+    An entry with a test source of its own (a hub task's ``test_split``, a local
+    ``test_path``) gives A and B from its training rows and test from the test rows; any
+    other cuts all three from one shuffled load."""
+    entry = DATASETS[name]
+    if entry.load_sources is not None:
+        src = entry.load_sources(n_gt + n_weak, n_test, split_seed, **params)
+        if src is not None:
+            return splits_from_sources(name, src, n_gt, n_weak, n_test, split_seed)
     need = n_gt + n_weak + n_test
-    texts, labels = DATASETS[name].load(need, split_seed, **params)
+    texts, labels = entry.load(need, split_seed, **params)
     if len(texts) < need:
         raise ValueError(
             f"dataset {name!r} has {len(texts)} examples, the splits need {need} "

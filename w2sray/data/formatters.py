@@ -227,3 +227,233 @@ def format_anthropic_hh(
         max_prompt_chars=max_prompt_chars,
         max_response_chars=max_response_chars,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's NLP set and EleutherAI/w2s's registry: more labelled tasks. Row schemas are the
+# hub's; the decisive short parts (question, answer) come before long passages.
+
+
+def format_text_label(row: Row) -> Example:
+    """``{"text": str, "label": 0|1}`` rows (``stanfordnlp/imdb``, ``fancyzhx/yelp_polarity``):
+    the text as is. Label: 1 positive."""
+    return row["text"], binary_label(row["label"])
+
+
+def format_cola(row: Row) -> Example:
+    """GLUE CoLA (``nyu-mll/glue``, config ``cola``): ``{"sentence": str, "label": 0|1,
+    "idx": int}``. Label: 1 if the sentence is grammatically acceptable."""
+    return row["sentence"], binary_label(row["label"])
+
+
+def format_paws(row: Row) -> Example:
+    """PAWS (``google-research-datasets/paws``, config ``labeled_final``): ``{"id": int,
+    "sentence1": str, "sentence2": str, "label": 0|1}``. Label: 1 if paraphrases."""
+    text = f"Sentence 1: {row['sentence1'].strip()}\nSentence 2: {row['sentence2'].strip()}"
+    return text, binary_label(row["label"])
+
+
+def format_wic(row: Row) -> Example:
+    """SuperGLUE WiC (``aps/super_glue``, config ``wic``): ``{"word": str, "sentence1": str,
+    "sentence2": str, "start1".."end2": int, "idx": int, "label": 0|1}``. Label: 1 if the word
+    has the same meaning in both sentences."""
+    text = (
+        f"Word: {row['word'].strip()}\nSentence 1: {row['sentence1'].strip()}\n"
+        f"Sentence 2: {row['sentence2'].strip()}"
+    )
+    return text, binary_label(row["label"])
+
+
+def format_multirc(row: Row) -> Example:
+    """SuperGLUE MultiRC (``aps/super_glue``, config ``multirc``): ``{"paragraph": str,
+    "question": str, "answer": str, "idx": {...}, "label": 0|1}``. Label: 1 if the answer is
+    true. Question and answer precede the (long) paragraph."""
+    text = (
+        f"Question: {row['question'].strip()}\nAnswer: {row['answer'].strip()}\n"
+        f"Passage: {row['paragraph'].strip()}"
+    )
+    return text, binary_label(row["label"])
+
+
+def format_mc_taco(row: Row) -> Example:
+    """MC-TACO (``CogComp/mc_taco``): ``{"sentence": str, "question": str, "answer": str,
+    "label": 0|1, "category": int}``. Label: 1 if the answer is plausible."""
+    text = (
+        f"Question: {row['question'].strip()}\nAnswer: {row['answer'].strip()}\n"
+        f"Context: {row['sentence'].strip()}"
+    )
+    return text, binary_label(row["label"])
+
+
+def anli_label(raw: Any) -> int:
+    """ANLI's 3-way label (0 entailment, 1 neutral, 2 contradiction) as 1 for entailment,
+    0 otherwise, as EleutherAI/w2s binarises it."""
+    if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool) and 0 <= raw <= 2:
+        return int(raw == 0)
+    raise ValueError(f"label {raw!r} is not an NLI label (expected 0, 1 or 2)")
+
+
+def format_anli(row: Row) -> Example:
+    """ANLI (``facebook/anli``): ``{"uid": str, "premise": str, "hypothesis": str,
+    "label": 0|1|2, "reason": str}``. Label: 1 if the premise entails the hypothesis."""
+    text = f"Premise: {row['premise'].strip()}\nHypothesis: {row['hypothesis'].strip()}"
+    return text, anli_label(row["label"])
+
+
+def format_ethics_commonsense(row: Row) -> Example:
+    """ETHICS commonsense (``hendrycks/ethics``, config ``commonsense``): ``{"label": 0|1,
+    "input": str, "is_short": bool, "edited": bool}``. Label: 1 if the act is clearly wrong."""
+    return row["input"], binary_label(row["label"])
+
+
+def format_ethics_justice(row: Row) -> Example:
+    """ETHICS justice (config ``justice``): ``{"label": 0|1, "scenario": str}``. Label: 1 if
+    the claim is reasonable (just)."""
+    return row["scenario"], binary_label(row["label"])
+
+
+def format_ethics_deontology(row: Row) -> Example:
+    """ETHICS deontology (config ``deontology``): ``{"label": 0|1, "scenario": str,
+    "excuse": str}``. Label: 1 if the excuse is reasonable."""
+    text = f"Scenario: {row['scenario'].strip()}\nExcuse: {row['excuse'].strip()}"
+    return text, binary_label(row["label"])
+
+
+def format_ethics_virtue(row: Row) -> Example:
+    """ETHICS virtue (config ``virtue``): ``{"label": 0|1, "scenario": str}``, the scenario
+    ending in ``" [SEP] <trait>"``. Label: 1 if the behaviour shows the trait."""
+    return row["scenario"], binary_label(row["label"])
+
+
+# ---------------------------------------------------------------------------------------------
+# More multiple choice, made binary. Each task says which answer is right (``answers``: the
+# right one, the wrong ones) and how a row shows one answer (``text``).
+
+Answers = tuple[str, list[str]]
+
+
+def _index(raw: Any, n: int, what: str, base: int = 0) -> int:
+    """A label naming one of ``n`` choices (an int, or a digit string as some hub datasets
+    store it) as a 0-based index; ValueError for anything else (e.g. an unlabelled -1 / "")."""
+    try:
+        i = int(raw) - base
+    except (TypeError, ValueError):
+        i = -1
+    if isinstance(raw, bool) or not 0 <= i < n:
+        raise ValueError(f"{what}: label {raw!r} does not name one of the {n} choices")
+    return i
+
+
+def choice_formatter(
+    purpose: str, answers: Callable[[Row], Answers], text: Callable[[Row, str], str]
+) -> Callable[[Sequence[Row], int], tuple[list[str], list[int]]]:
+    """A ``format_rows`` for a multiple-choice task: each row shows its right answer or one of
+    its wrong ones (drawn; empty ones and copies of the right one skipped), exactly half right
+    per batch, deterministic in seed. Label: 1 if the shown answer is the right one."""
+
+    def example(row: Row, correct: bool, rng: np.random.Generator) -> Example:
+        right, wrong = answers(row)
+        wrong = [w for w in wrong if w and w.strip() and w.strip() != right.strip()]
+        if correct:
+            answer = right
+        elif not wrong:
+            raise ValueError(f"{purpose} row has no usable wrong answer: {text(row, right)[:80]!r}")
+        else:
+            answer = wrong[int(rng.integers(len(wrong)))]
+        return text(row, answer.strip()), int(correct)
+
+    def format_rows(rows: Sequence[Row], seed: int) -> tuple[list[str], list[int]]:
+        return _balanced(rows, seed, purpose, example)
+
+    format_rows.__name__ = f"format_{purpose}"
+    return format_rows
+
+
+def _pick(options: list[str], i: int) -> Answers:
+    return options[i], options[:i] + options[i + 1 :]
+
+
+def openbookqa_answers(row: Row) -> Answers:
+    """OpenBookQA (``allenai/openbookqa``, config ``main``): ``{"id": str,
+    "question_stem": str, "choices": {"text": [4 str], "label": ["A".."D"]},
+    "answerKey": "A".."D"}``."""
+    letters = list(row["choices"]["label"])
+    if row["answerKey"] not in letters:
+        raise ValueError(f"openbookqa row {row.get('id')!r}: answerKey {row['answerKey']!r}")
+    return _pick(list(row["choices"]["text"]), letters.index(row["answerKey"]))
+
+
+def quartz_answers(row: Row) -> Answers:
+    """QuaRTz (``allenai/quartz``): ``{"id": str, "question": str, "choices": {"text": [2 str],
+    "label": ["A", "B"]}, "answerKey": "A"|"B", "para": str, ...}``."""
+    letters = list(row["choices"]["label"])
+    if row["answerKey"] not in letters:
+        raise ValueError(f"quartz row {row.get('id')!r}: answerKey {row['answerKey']!r}")
+    return _pick(list(row["choices"]["text"]), letters.index(row["answerKey"]))
+
+
+def piqa_answers(row: Row) -> Answers:
+    """PIQA (``ybisk/piqa``): ``{"goal": str, "sol1": str, "sol2": str, "label": 0|1}``
+    (label 0: sol1 is right)."""
+    return _pick([row["sol1"], row["sol2"]], _index(row["label"], 2, "piqa"))
+
+
+def social_i_qa_answers(row: Row) -> Answers:
+    """Social IQa (``allenai/social_i_qa``): ``{"context": str, "question": str,
+    "answerA": str, "answerB": str, "answerC": str, "label": "1"|"2"|"3"}`` (1-based)."""
+    options = [row["answerA"], row["answerB"], row["answerC"]]
+    return _pick(options, _index(row["label"], 3, "social_i_qa", base=1))
+
+
+def hellaswag_answers(row: Row) -> Answers:
+    """HellaSwag (``Rowan/hellaswag``): ``{"ind": int, "activity_label": str, "ctx_a": str,
+    "ctx_b": str, "ctx": str, "endings": [4 str], "source_id": str, "split": str,
+    "split_type": str, "label": "0".."3"}`` (a string; empty in the unlabelled test split)."""
+    endings = list(row["endings"])
+    return _pick(endings, _index(row["label"], len(endings), "hellaswag"))
+
+
+def quail_answers(row: Row) -> Answers:
+    """QuAIL (``textmachinelab/quail``): ``{"id": str, "context": str, "question": str,
+    "answers": [4 str], "correct_answer_id": int, ...}``."""
+    options = list(row["answers"])
+    return _pick(options, _index(row["correct_answer_id"], len(options), "quail"))
+
+
+def dream_answers(row: Row) -> Answers:
+    """DREAM (``dataset-org/dream``): ``{"id": int, "dialogue_id": str, "dialogue": [str],
+    "question": str, "choice": [3 str], "answer": str}`` (the answer is one choice's text)."""
+    choices = list(row["choice"])
+    if row["answer"] not in choices:
+        raise ValueError(f"dream row {row.get('id')!r}: answer is not one of its choices")
+    return _pick(choices, choices.index(row["answer"]))
+
+
+def _qa_text(question: str, context: str | None = None, label: str = "Context") -> Callable:
+    def text(row: Row, answer: str) -> str:
+        head = f"Question: {row[question].strip()}\nAnswer: {answer}"
+        return f"{head}\n{label}: {row[context].strip()}" if context else head
+
+    return text
+
+
+format_openbookqa = choice_formatter("openbookqa", openbookqa_answers, _qa_text("question_stem"))
+format_quartz = choice_formatter("quartz", quartz_answers, _qa_text("question", "para", "Passage"))
+format_piqa = choice_formatter(
+    "piqa", piqa_answers, lambda row, a: f"Goal: {row['goal'].strip()}\nSolution: {a}"
+)
+format_social_i_qa = choice_formatter(
+    "social_i_qa", social_i_qa_answers, _qa_text("question", "context")
+)
+format_hellaswag = choice_formatter(
+    "hellaswag", hellaswag_answers, lambda row, a: f"Context: {row['ctx'].strip()}\nEnding: {a}"
+)
+format_quail = choice_formatter("quail", quail_answers, _qa_text("question", "context"))
+format_dream = choice_formatter(
+    "dream",
+    dream_answers,
+    lambda row, a: (
+        f"Question: {row['question'].strip()}\nAnswer: {a}\nDialogue:\n"
+        + "\n".join(row["dialogue"])
+    ),
+)

@@ -25,21 +25,24 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from w2sray.data import Splits, register_dataset
+from w2sray.data import (
+    SourcedExamples,
+    Splits,
+    log_dropped,
+    register_dataset,
+    shared_with_test,
+    splits_from_sources,
+)
 from w2sray.data.formatters import Row, binary_label
 from w2sray.data.hub import param_type_problems
 from w2sray.data.sampling import balanced_indices, rng_for, shuffled_indices
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "jsonl.gz", "json", "csv", "tsv", "parquet")
 
@@ -205,6 +208,11 @@ def table_examples(
     "test_text_column, test_label_column.",
     params=PARAM_NAMES,
     validate=lambda params: validate_local_params(params),
+    load_sources=lambda n_train, n_test, seed, **params: (
+        load_local_sources(n_train, n_test, seed, **params) if params.get("test_path") else None
+    ),
+    source="local files",
+    splits="A, B: path; test: test_path (else cut from path)",
 )
 def load_local(
     n: int,
@@ -242,17 +250,6 @@ TEST_PARAMS = ("test_path", "test_format", "test_text_column", "test_label_colum
 def test_paths(value: str | list[str]) -> list[str]:
     """``test_path`` as a list of files (one file may be given as a string)."""
     return [value] if isinstance(value, str) else list(value)
-
-
-@dataclass(frozen=True)
-class SourcedExamples:
-    """Training rows (for splits A and B) and test rows from separate files."""
-
-    train_texts: list[str]
-    train_labels: list[int]
-    test_texts: list[str]
-    test_labels: list[int]
-    dropped: int  # training rows left out because their text is also a test text
 
 
 def load_local_sources(
@@ -299,16 +296,9 @@ def load_local_sources(
     texts, labels = table_examples(
         path, read_rows(path, format), text_column, label_column, text_pair_column, label_map
     )
-    in_test = {t.strip() for t in test_texts}
-    keep = [i for i, t in enumerate(texts) if t.strip() not in in_test]
-    dropped = len(texts) - len(keep)
-    if dropped:
-        log.warning(
-            "%s: %d training row(s) dropped: their text is also in the test rows (%s)",
-            path,
-            dropped,
-            ", ".join(test_paths(test_path)),
-        )
+    shared = set(shared_with_test(texts, test_texts))
+    keep = [i for i in range(len(texts)) if i not in shared]
+    log_dropped(path, len(shared), ", ".join(test_paths(test_path)))
     texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     idx = _sample(labels, n_train, seed, balance)
     test_idx = rng_for(seed, "test").permutation(len(test_texts))[:n_test]
@@ -317,33 +307,18 @@ def load_local_sources(
         [labels[i] for i in idx],
         [test_texts[i] for i in test_idx],
         [test_labels[i] for i in test_idx],
-        dropped,
+        len(shared),
+        path,
     )
 
 
 def splits_with_test_source(
     params: dict, n_gt: int, n_weak: int, n_test: int, split_seed: int
 ) -> Splits:
-    """make_splits for a ``local`` dataset with ``test_path``: A and B cut from the training
-    rows as make_splits cuts them, test from the test files. Test ids count on from the
-    training rows' (``n_gt + n_weak + i``), so ids stay unique across the three splits."""
-    need = n_gt + n_weak
-    src = load_local_sources(need, n_test, split_seed, **params)
-    if len(src.train_texts) < need:
-        raise ValueError(
-            f"dataset 'local' ({params.get('path')}) has {len(src.train_texts)} training "
-            f"examples (after dropping {src.dropped} also in the test rows), splits A and B "
-            f"need {need} (n_gt={n_gt}, n_weak={n_weak})"
-        )
-    order = np.random.default_rng(split_seed).permutation(len(src.train_texts))
-    a, b = order[:n_gt], order[n_gt:need]
-    t = np.arange(need, need + n_test)
-
-    def take(idx: np.ndarray) -> tuple[list[str], list[int]]:
-        return [src.train_texts[i] for i in idx], [int(src.train_labels[i]) for i in idx]
-
-    (a_t, a_y), (b_t, b_y) = take(a), take(b)
-    return Splits(a_t, a_y, a, b_t, b_y, b, src.test_texts, src.test_labels, t)
+    """make_splits for a ``local`` dataset with ``test_path``: A and B from ``path``, test
+    from the test files (w2sray.data.splits_from_sources)."""
+    src = load_local_sources(n_gt + n_weak, n_test, split_seed, **params)
+    return splits_from_sources("local", src, n_gt, n_weak, n_test, split_seed)
 
 
 def with_test_digests(dataset: dict) -> dict:
