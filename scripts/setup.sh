@@ -27,6 +27,8 @@ if ! python -c "import torch" 2>/dev/null; then
 fi
 
 echo "setup: installing w2sray$extras"
+# torch is installed by now, so w2sray's dependencies that need it (deepspeed, peft, accelerate)
+# take that torch instead of resolving one of their own.
 python -m pip install -q -e ".$extras"
 
 # DeepSpeed compiles its CPU shared-memory collective op on first use (~80 s on 2 cores, once

@@ -208,10 +208,12 @@ class Driver:
         return left
 
 
-def _trainings(ray_dir: str) -> dict[str, list[str]]:
-    """{run key: the Tune trial folders whose final result says they trained it}, over every
-    experiment of the drivers (a trial killed mid-fit has no such result)."""
-    out: dict[str, list[str]] = {}
+def _trainings(ray_dir: str) -> dict[str, set[str]]:
+    """{run key: the Tune trial folders with a result saying they trained it}, over every
+    experiment of the drivers (a trial killed mid-fit has no such result). A run's own Train
+    report carries its key and step count, one trial training a pack of runs has one per run;
+    a trial that found its run trained by the other sweep says so (trained_elsewhere)."""
+    out: dict[str, set[str]] = {}
     for exp in os.listdir(ray_dir):
         if not exp.startswith("drv-"):
             continue
@@ -222,8 +224,8 @@ def _trainings(ray_dir: str) -> dict[str, list[str]]:
             with open(path) as fh:
                 rows = [json.loads(line) for line in fh if line.strip()]
             for row in rows:
-                if "t_fit_start" in row:
-                    out.setdefault(row["config"]["run_key"], []).append(f"{exp}/{trial}")
+                if row.get("run_key") and "steps" in row and not row.get("trained_elsewhere"):
+                    out.setdefault(row["run_key"], set()).add(f"{exp}/{trial}")
     return out
 
 

@@ -80,7 +80,7 @@ def _fake_trial(config: dict, runs: dict, store_uri: str) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    key = config["run_key"]
+    (key,) = config["runs"]
     res = runs[key].resources
     out = str(Path(store_uri).parent)  # the stage's folder (each stage has its own store)
     stage = json.loads((Path(out) / "stage.json").read_text())
@@ -140,6 +140,9 @@ def _stage(out: Path, resources: dict, models: list[str], seeds: list[int], stag
             "methods": ["xent"],
             "seeds": seeds,
             "resources": resources,
+            # one run per trial: this checks how runs' worker groups share the GPUs (packs of
+            # short runs, w2sray/packing.py, hold one worker group at a time the same way)
+            "packing": {"max_runs": 1},
         }
     )
     runs = list(plan_sweep(spec).gt)

@@ -1,5 +1,7 @@
 """Faults with real processes: a training worker SIGKILLed mid-run resumes from its checkpoint
-(ZeRO-3 over 2 workers: every rank's shard saved and loaded)."""
+(ZeRO-3 over 2 workers: every rank's shard saved and loaded), inside a pack of runs
+(w2sray/packing.py): the pack's finished run is not trained again, the killed one resumes from
+its own checkpoint."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 import psutil
 import yaml
 
+from w2sray.packing import make_packs, pack_key
 from w2sray.runs import Plan, plan_sweep
 from w2sray.spec import load_spec
 from w2sray.store import Store
@@ -21,19 +24,31 @@ from w2sray.sweep import execute
 from w2sray.train import checkpoint
 
 
-def _kill_worker_after_checkpoints(train_dir: str, found: dict, deadline: float) -> None:
-    """Wait for the run's first checkpoints, then SIGKILL its Ray Train worker process."""
+def _kill_worker_after_checkpoints(train_dir: str, key: str, found: dict, deadline: float) -> None:
+    """Wait for run ``key``'s first checkpoints, then SIGKILL a Ray Train worker process."""
     try:
-        _kill_loop(train_dir, found, deadline)
+        _kill_loop(train_dir, key, found, deadline)
     except Exception as exc:  # surfaced by the test's assertion message
         found["error"] = repr(exc)
 
 
-def _kill_loop(train_dir: str, found: dict, deadline: float) -> None:
+def _checkpoints_of(train_dir: str, key: str) -> list[str]:
+    out = []
+    for path in glob.glob(os.path.join(train_dir, "checkpoint_*")):
+        try:
+            with open(os.path.join(path, checkpoint.progress_file(0))) as fh:
+                if json.load(fh).get("key") == key:
+                    out.append(path)
+        except (OSError, ValueError):  # being written
+            continue
+    return out
+
+
+def _kill_loop(train_dir: str, key: str, found: dict, deadline: float) -> None:
     while time.time() < deadline:
         # Ray Train registers a reported checkpoint on its controller's next poll: let a few
         # land and settle before the kill, as a real failure would find them.
-        if len(glob.glob(os.path.join(train_dir, "checkpoint_*"))) >= 3:
+        if len(_checkpoints_of(train_dir, key)) >= 3:
             time.sleep(1.0)
             # Only this test's cluster: its raylet, and so its workers, descend from this
             # process. With one run in flight, the Train workers are the target run's: kill
@@ -51,21 +66,21 @@ def _kill_loop(train_dir: str, found: dict, deadline: float) -> None:
         time.sleep(0.05)
 
 
-def _checkpoint_at(train_dir: str, step: int) -> str:
-    """The Ray Train checkpoint folder that holds the state after ``step`` steps."""
-    for path in glob.glob(os.path.join(train_dir, "checkpoint_*")):
-        progress = os.path.join(path, checkpoint.progress_file(0))
-        if os.path.isfile(progress):
-            with open(progress) as fh:
-                if json.load(fh)["step"] == step:
-                    return path
+def _checkpoint_at(train_dir: str, key: str, step: int) -> str:
+    """The Ray Train checkpoint folder that holds run ``key``'s state after ``step`` steps."""
+    for path in _checkpoints_of(train_dir, key):
+        with open(os.path.join(path, checkpoint.progress_file(0))) as fh:
+            if json.load(fh)["step"] == step:
+                return path
     raise AssertionError(f"no checkpoint of step {step} in {os.listdir(train_dir)}")
 
 
 def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path):
     """ZeRO-3 over 2 workers: every rank saves its own shard of the weights and optimizer
-    state; one worker is SIGKILLed mid-run; Ray Train restarts the run from its last
-    checkpoint, every rank loads its shard, and the result equals an uninterrupted run's."""
+    state. Two runs of model a (seeds 0 and 1) train as one pack; one worker is SIGKILLed in
+    the middle of the second; Ray Train restarts the pack's worker group, which skips the
+    finished first run and restarts the second from its own last checkpoint, every rank
+    loading its shard; the result equals an uninterrupted run's."""
     workers = 2
     raw = {
         "name": "faults",
@@ -82,27 +97,29 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
             {"name": "b", "source": "w2s-tiny-1"},
         ],
         "methods": ["xent"],
-        "seeds": [0],
+        "seeds": [0, 1],
         "train": {"epochs": 1, "batch_size": 32, "max_length": 24},
         "resources": {"workers": 1, "max_failures": 1, "checkpoint_every": 4},
+        "max_concurrent_trials": 1,  # one trial: both runs of a in one pack
     }
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     spec = load_spec(spec_path)
     plan = plan_sweep(spec)
-    target = plan.gt[0]
-    assert target.model["name"] == "a"
+    first, target = [r for r in plan.gt if r.model["name"] == "a"]
     assert (target.resources["workers"], target.resources["zero_stage"]) == (workers, 3)
+    (pack,) = make_packs([first, target], slots=1)
+    assert pack == [first, target]
     store = Store(spec.storage)
-    train_dir = os.path.join(spec.storage, "ray", "train", target.key)
+    train_dir = os.path.join(spec.storage, "ray", "train", pack_key(pack))
     found: dict = {}
     killer = threading.Thread(
         target=_kill_worker_after_checkpoints,
-        args=(train_dir, found, time.time() + 600),
+        args=(train_dir, target.key, found, time.time() + 900),
         daemon=True,
     )
     killer.start()
-    outcome = execute(spec, Plan(gt=(target,), transfer=()), store, printer=lambda s: None)
+    outcome = execute(spec, Plan(gt=(first, target), transfer=()), store, printer=lambda s: None)
     killer.join(timeout=5)
 
     assert "pid" in found, f"worker never killed: {found}"
@@ -111,13 +128,18 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
         psutil.STATUS_DEAD,
     )
     assert outcome.failed == {}
-    assert outcome.done == [target.key]
+    assert sorted(outcome.done) == sorted([first.key, target.key])
+    # the first run finished before the kill and was not trained again after the restart
+    done_first = json.loads((tmp_path / "store" / "runs" / first.key / "DONE.json").read_text())
+    assert done_first["finished_at"] < found["killed_at"]
+    assert store.read_json(first.key, "metrics.json")["resumed_from_step"] == 0
     m = store.read_json(target.key, "metrics.json")
     assert (m["steps"], m["workers"], m["zero_stage"]) == (64, workers, 3)
     assert 4 <= m["resumed_from_step"] < 64 and m["resumed_from_step"] % 4 == 0
     # The checkpoint resumed from holds every rank's ZeRO-3 shard: model states (its part of
     # the partitioned weights) and optimizer states, one file pair per rank.
-    ckpt = os.path.join(_checkpoint_at(train_dir, m["resumed_from_step"]), checkpoint.TAG)
+    resumed_from = _checkpoint_at(train_dir, target.key, m["resumed_from_step"])
+    ckpt = os.path.join(resumed_from, checkpoint.TAG)
     names = set(os.listdir(ckpt))
     for rank in range(workers):
         assert f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in names, sorted(names)

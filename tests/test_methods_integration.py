@@ -256,4 +256,10 @@ def test_results_as_a_tune_result_grid(swept):
     record = Store(spec.storage).read_search(plan.searches[0].key)
     assert keys == {t["run_key"] for t in record["trials"]}
     gt = result_grid(Store(spec.storage), f"{spec.name}-gt")
-    assert {r.config["run_key"] for r in gt} == {r.key for r in plan.gt}
+    assert sorted(k for r in gt for k in r.config["runs"]) == sorted(r.key for r in plan.gt)
+    # each run's metrics are findable by its key, packed or not
+    store = Store(spec.storage)
+    rows = pd.concat([r.metrics_dataframe for r in gt])
+    for run in plan.gt:
+        (acc,) = rows.loc[rows["run_key"] == run.key, "acc"].dropna().unique()
+        assert acc == store.read_json(run.key, "metrics.json")["acc"]

@@ -161,6 +161,7 @@ DATA_AND_TRAIN_MUTATIONS = {
     "dtype": lambda r: r["train"].update(dtype="bf16"),
     "gradient_checkpointing": lambda r: r["train"].update(gradient_checkpointing=True),
     "select": lambda r: r["train"].update(select={"every": 5}),
+    "lora": lambda r: r["train"].update(lora={"r": 4}),
 }
 
 

@@ -51,6 +51,8 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
         ],
         "methods": ["xent"],
         "tracking": {"mlflow": {"tracking_uri": f"file://{tmp_path / 'mlruns'}"}},
+        # a trial per run, so a tracked run per run (a pack is one trial: tests/test_packing.py)
+        "packing": {"max_runs": 1},
     }
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 prefers a database
     spec_path = tmp_path / "spec.yaml"
@@ -81,12 +83,13 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
 
     client = MlflowClient(tracking_uri=f"file://{tmp_path / 'mlruns'}")
     experiment = client.get_experiment_by_name("failing")  # default: the sweep's name
-    tracked = {r.data.params["run_key"]: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(tracked) == {broken_gt.key, strong_gt.key}  # the transfer never launched
-    ok = tracked[strong_gt.key]
+    tracked = {r.data.params["runs"]: r for r in client.search_runs([experiment.experiment_id])}
+    # the trial's config, {"runs": [key]}; the transfer never launched
+    assert set(tracked) == {str([broken_gt.key]), str([strong_gt.key])}
+    ok = tracked[str([strong_gt.key])]
     assert ok.data.tags["w2sray_stage"] == "gt" and ok.info.status == "FINISHED"
     assert ok.data.metrics["acc"] == m["acc"]
-    assert tracked[broken_gt.key].info.status == "FAILED"
+    assert tracked[str([broken_gt.key])].info.status == "FAILED"
 
     assert main(["report", spec.storage]) == 0
     with open(os.path.join(spec.storage, "report", "summary.md")) as fh:

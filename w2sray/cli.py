@@ -228,9 +228,20 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
                 "local directory with a config.json): no estimate"
             )
             continue
+        trainable = None
+        lora_s = ""
+        if t.lora is not None:
+            from w2sray.models.lora import estimate_params
+
+            adapters = estimate_params(d.family, d.hidden, d.layers, t.lora)
+            if adapters is not None:
+                trainable = adapters + 2 * d.hidden + 2  # adapters and the 2-way head
+                lora_s = f"; LoRA: {_fmt_params(trainable)} trainable (adapters + head)"
+            else:
+                lora_s = "; LoRA: target modules unknown, counted as full fine-tuning"
         print(
             f"{label}: {_fmt_params(d.params)} params ({how}), hidden {d.hidden}, "
-            f"{d.layers} layers; max_length {t.max_length}, batch {t.batch_size}"
+            f"{d.layers} layers; max_length {t.max_length}, batch {t.batch_size}{lora_s}"
         )
         if r.gpus_per_worker == 0:
             cpu_models.append(m.name)
@@ -246,6 +257,7 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
             d.hidden,
             d.layers,
             t.gradient_checkpointing,
+            trainable=trainable,
         )
         # A worker on a fraction of a GPU is capped at that share of its memory (gpu_share.py).
         run_budget = run_budget_bytes(gpu_mem, r.gpus_per_worker)
@@ -269,6 +281,7 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
             dtype_bytes=dtype_bytes,
             grad_ckpt=t.gradient_checkpointing,
             max_nodes=max_nodes,
+            trainable=trainable,
         )
         verdict = f"fits on {p.nodes} node(s)" if p.fits else "NOTHING FITS (smallest shown)"
         print(

@@ -19,6 +19,9 @@ batch / W):
 - Offload (ZeRO-Offload, as w2sray/train/zero.py configures it): the optimizer states live on
   the CPU; at stage 3 the weights too. Gradients are still counted on the GPU (conservative:
   DeepSpeed moves offloaded gradient partitions to the CPU as well, but keeps buckets).
+- LoRA (``train.lora``): weights count all P parameters, gradients and optimizer states only
+  the T trainable ones (adapters, r * (in + out) per adapted module, and the 2-way head):
+  ``trainable=T`` (w2sray/models/lora.py estimate_params).
 - Stage 3 also holds gathered weights while computing: counted as two layers' worth
   (the current one and the prefetched one), 2 * dtype_bytes * P / layers.
 - Activations for backprop, after Korthikanti et al. 2022 ("Reducing Activation Recomputation
@@ -83,14 +86,23 @@ def _check(zero_stage: int, workers: int, offload: bool, dtype_bytes: int) -> No
 
 
 def model_state_bytes(
-    params: int, dtype_bytes: int, zero_stage: int, workers: int, offload: bool, layers: int = 1
+    params: int,
+    dtype_bytes: int,
+    zero_stage: int,
+    workers: int,
+    offload: bool,
+    layers: int = 1,
+    trainable: int | None = None,
 ) -> tuple[int, int, int, int]:
-    """(weights, grads, optimizer, gathered) bytes on one GPU; see the module docstring."""
+    """(weights, grads, optimizer, gathered) bytes on one GPU; see the module docstring.
+    ``trainable``: the parameters that train when not all do (LoRA: adapters and head, whose
+    weights are counted in ``params``); gradients and optimizer states are theirs only."""
     _check(zero_stage, workers, offload, dtype_bytes)
     opt_per_param = 12 if dtype_bytes == 2 else 8
+    n_train = params if trainable is None else trainable
     weights = dtype_bytes * params
-    grads = dtype_bytes * params
-    optimizer = opt_per_param * params
+    grads = dtype_bytes * n_train
+    optimizer = opt_per_param * n_train
     if zero_stage >= 1:
         optimizer = math.ceil(optimizer / workers)
     if zero_stage >= 2:
@@ -130,9 +142,10 @@ def memory_breakdown(
     layers: int,
     grad_ckpt: bool,
     overhead: int = OVERHEAD_BYTES,
+    trainable: int | None = None,
 ) -> MemoryEstimate:
     weights, grads, optimizer, gathered = model_state_bytes(
-        params, dtype_bytes, zero_stage, workers, offload, layers
+        params, dtype_bytes, zero_stage, workers, offload, layers, trainable
     )
     act = activation_bytes(seq_len, micro_batch, hidden, layers, grad_ckpt, dtype_bytes)
     return MemoryEstimate(weights, grads, optimizer, gathered, act, overhead)
@@ -150,8 +163,10 @@ def estimate_memory_per_gpu(
     layers: int,
     grad_ckpt: bool,
     overhead: int = OVERHEAD_BYTES,
+    trainable: int | None = None,
 ) -> int:
-    """Estimated peak bytes on each of the run's GPUs (an estimate; see the module docstring)."""
+    """Estimated peak bytes on each of the run's GPUs (an estimate; see the module docstring).
+    ``trainable``: see model_state_bytes (LoRA)."""
     return memory_breakdown(
         params,
         dtype_bytes,
@@ -164,6 +179,7 @@ def estimate_memory_per_gpu(
         layers,
         grad_ckpt,
         overhead,
+        trainable,
     ).total
 
 
@@ -222,6 +238,7 @@ def plan_run(
     max_nodes: int = 1,
     headroom: float = HEADROOM,
     overhead: int = OVERHEAD_BYTES,
+    trainable: int | None = None,
 ) -> ResourcePlan:
     """The cheapest layout whose estimate fits in ``headroom`` of each GPU's memory.
 
@@ -247,6 +264,7 @@ def plan_run(
             layers,
             grad_ckpt,
             overhead,
+            trainable,
         )
 
     tried: list[tuple[int, int, int, bool]] = []

@@ -206,9 +206,13 @@ def _model_dict(m: Any, pretrain_key: str | None = None) -> dict[str, Any]:
     return d
 
 
-def train_settings(t: Any) -> dict[str, Any]:
-    """A run's training settings as its key hashes them: ``select`` with its defaults merged,
-    left out when off (so keys from before it existed stay the same)."""
+def train_settings(t: Any, source: str | None = None) -> dict[str, Any]:
+    """A run's training settings as its key hashes them: ``select`` and ``lora`` with their
+    defaults merged, each left out when off (so keys from before they existed stay the same).
+    ``lora.target_modules: auto`` becomes the family's list where ``source`` (the model's)
+    tells the family (w2sray/models/lora.py family_targets)."""
+    from w2sray.models.lora import family_targets
+    from w2sray.models.lora import resolved as resolved_lora
     from w2sray.train.select import DEFAULTS
 
     d = asdict(t)
@@ -216,6 +220,10 @@ def train_settings(t: Any) -> dict[str, Any]:
         d.pop("select", None)
     else:
         d["select"] = {**DEFAULTS, **d["select"]}
+    if d.get("lora") is None:
+        d.pop("lora", None)
+    else:
+        d["lora"] = resolved_lora(d["lora"], family_targets(source) if source else None)
     return d
 
 
@@ -373,7 +381,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                     model=model_dicts[m.name],
                     loss="xent",
                     loss_params={},
-                    train=train_settings(spec.train_for(m)),
+                    train=train_settings(spec.train_for(m), m.source),
                     seed=seed,
                     resources=asdict(spec.resources_for(m)),
                 )
@@ -393,7 +401,9 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                                 model=model_dicts[name],
                                 loss=method.loss,
                                 loss_params=params,
-                                train=train_settings(spec.train_for(models[name])),
+                                train=train_settings(
+                                    spec.train_for(models[name]), models[name].source
+                                ),
                                 seed=seed,
                                 upstream=(prev,),
                                 generative=gen,

@@ -43,6 +43,9 @@ class TrainSettings:
     # Model selection on held-out training rows (w2sray/train/select.py): {metric:
     # weak_val_auc | weak_val_loss, every: steps, val_frac}; None: keep the last step.
     select: dict[str, Any] | None = None
+    # LoRA adapters on the backbone through peft (w2sray/models/lora.py): {r, alpha, dropout,
+    # target_modules: auto | [names]}; None: full fine-tuning. The head always trains in full.
+    lora: dict[str, Any] | None = None
 
 
 DTYPES = ("auto", "fp32", "bf16")
@@ -203,6 +206,9 @@ class SweepSpec:
     max_concurrent_trials: int | None = None  # None: derived from cluster resources
     # tracker -> options: mlflow, wandb (w2sray/tracking.py); never part of a run's key
     tracking: dict[str, Any] = field(default_factory=dict)
+    # short runs trained one after another by one worker group (w2sray/packing.py):
+    # {max_runs, max_cost} with their defaults; max_runs 1: no packing. Not part of run keys.
+    packing: dict[str, Any] = field(default_factory=lambda: _packing_defaults())
     source_path: str = ""
     # The fields the spec's top-level ``train:`` writes (parse_spec fills it). The others take
     # each model's defaults-table values (w2sray/models/defaults.py). None, for a spec built in
@@ -350,6 +356,12 @@ def _check_train(chk: _Checker, t: TrainSettings, where: str) -> None:
         chk.bad(f"{where}.dtype", f"must be auto, fp32 or bf16, got {t.dtype!r}")
     if t.select is not None:
         _check_select(chk, t.select, f"{where}.select")
+    if t.lora is not None:
+        from w2sray.models.lora import check as check_lora
+
+        for problem in check_lora(t.lora, f"{where}.lora"):
+            field_name, _, msg = problem.partition(": ")
+            chk.bad(field_name, msg)
 
 
 def _check_select(chk: _Checker, select: Any, where: str) -> None:
@@ -457,6 +469,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         "resources",
         "max_concurrent_trials",
         "tracking",
+        "packing",
         "description",
     }
     for key in top:
@@ -506,6 +519,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
     _no_dupes(chk, "datasets", [d.name for d in datasets])
 
     models = []
+    lora_models = []  # models trained with LoRA (generative fine-tuning refuses them)
     raw_models = top.get("models")
     if not isinstance(raw_models, list) or len(raw_models) < 2:
         chk.bad("models", "required: a list of at least 2 models (the ladder, weakest first)")
@@ -536,6 +550,8 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         if sub_t is not None and sub_r is not None:
             mt = replace(train, **_table_train(model, train_written), **model.train)
             _check_train(chk, mt, f"{where}.train")
+            if mt.lora is not None:
+                lora_models.append(model.name)
             _check_resources(chk, replace(resources, **model.resources), mt, f"{where}.resources")
             workers = replace(resources, **model.resources).workers
             if model.pretrain is not None and workers >= 1 and model.pretrain.batch_size % workers:
@@ -575,6 +591,13 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
             for p in validate_loss_params(method.loss, variant):
                 chk.bad(f"{where}.params", p)
         method = _check_method_extras(chk, method, [mo.name for mo in models], where)
+        if method.generative is not None and lora_models:
+            chk.bad(
+                f"{where}.generative",
+                "generative fine-tuning cannot be combined with train.lora (set for "
+                f"{', '.join(lora_models)}): LoRA trains the classifier's backbone only; drop "
+                "one of them",
+            )
         methods.append(method)
     _no_dupes(chk, "methods", [m.name for m in methods])
 
@@ -595,6 +618,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
     if mct is not None and (not isinstance(mct, int) or isinstance(mct, bool) or mct < 1):
         chk.bad("max_concurrent_trials", f"must be a positive integer or absent, got {mct!r}")
 
+    packing = _check_packing(chk, top.get("packing"))
     from w2sray.tracking import check_tracking
 
     for problem in check_tracking(top.get("tracking")):
@@ -616,9 +640,45 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         resources=resources,
         max_concurrent_trials=mct,
         tracking=dict(top.get("tracking") or {}),
+        packing=packing,
         source_path=path,
         train_written=train_written,
     )
+
+
+def _packing_defaults() -> dict[str, Any]:
+    from w2sray.packing import DEFAULTS
+
+    return dict(DEFAULTS)
+
+
+def _check_packing(chk: _Checker, raw: Any) -> dict[str, Any]:
+    """``packing: {max_runs, max_cost}`` with the defaults merged."""
+    out = _packing_defaults()
+    if raw is None:
+        return out
+    if not isinstance(raw, dict):
+        chk.bad("packing", f"must be a mapping (max_runs, max_cost), got {raw!r}")
+        return out
+    for key, value in raw.items():
+        if key == "max_cost" and isinstance(value, str):  # YAML 1.1 reads 1e11 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if key not in out:
+            chk.bad(f"packing.{key}", "unknown field (known: max_runs, max_cost)")
+        elif key == "max_runs" and (not isinstance(value, int) or isinstance(value, bool)):
+            chk.bad("packing.max_runs", f"must be a whole number >= 1, got {value!r}")
+        elif key == "max_runs" and value < 1:
+            chk.bad("packing.max_runs", f"must be a whole number >= 1, got {value!r}")
+        elif key == "max_cost" and (
+            not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0
+        ):
+            chk.bad("packing.max_cost", f"must be a number > 0, got {value!r}")
+        else:
+            out[key] = value
+    return out
 
 
 def _check_pretrain(

@@ -220,6 +220,9 @@ class Store:
         """Whether run ``key`` has a file ``name`` (complete or not)."""
         return self._exists(self.path("runs", key, name))
 
+    def read_bytes(self, key: str, name: str) -> bytes:
+        return self._read_bytes(posixpath.join(self.run_dir(key), name))
+
     def read_json(self, key: str, name: str) -> Any:
         return json.loads(self._read_bytes(posixpath.join(self.run_dir(key), name)))
 

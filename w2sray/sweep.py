@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from w2sray.claims import Renewer, claim_or_wait, remove_expired
+from w2sray.packing import make_packs
 from w2sray.runs import Plan, Run, Search, manifest
 from w2sray.spec import SweepSpec
 from w2sray.store import Store, error_line
@@ -129,13 +130,21 @@ def concurrency(runs: list[Run], cluster: dict[str, float], cap: int | None) -> 
 def _trial(
     config: dict[str, Any], runs: dict[str, Run], store_uri: str, report_train: bool = True
 ) -> dict[str, Any]:
-    """Tune function trainable: train one run through a TorchTrainer, unless already stored.
+    """Tune function trainable: train the trial's runs, ``config["runs"]`` (one run, or a pack
+    of short ones: w2sray/packing.py), through one TorchTrainer, unless already stored.
     ``report_train`` forwards the Train run's own reports to Tune as they come (a search trial
     reports once, at the end, with the objective its searcher needs in every result)."""
+    keys = list(config["runs"])
+    store = Store(store_uri)
+    if len(keys) == 1:
+        return _train_one(keys[0], runs, store, report_train)
+    return _train_pack(keys, runs, store, report_train)
+
+
+def _train_one(key: str, runs: dict[str, Run], store: Store, report_train: bool) -> dict[str, Any]:
+    """One run: claimed, trained, its metrics returned; raises when it fails."""
     from w2sray.train.trainer import build_trainer
 
-    key = config["run_key"]
-    store = Store(store_uri)
     # Claim the run before training it: a live claim of another sweep sharing the store means
     # it is being trained there, and this trial waits for its result instead.
     lease = claim_or_wait(store, key)
@@ -162,7 +171,66 @@ def _trial(
             renewer.join()
             lease.release()
     metrics = store.read_json(key, "metrics.json")
-    return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float))}, **timing}
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    return {**numbers, **timing, "run_key": key}
+
+
+def _train_pack(
+    keys: list[str], runs: dict[str, Run], store: Store, report_train: bool
+) -> dict[str, Any]:
+    """A pack: the runs this trial can claim trained by one worker group, one after another;
+    a run another sweep holds is waited on afterwards. Failed runs are recorded, not raised:
+    the others of the pack are results (run_stage reads each run's outcome from the store)."""
+    from w2sray.claims import Lease
+    from w2sray.train.trainer import build_trainer
+
+    held, waiting, elsewhere = [], [], []
+    for key in keys:
+        lease = Lease(store, key)
+        if store.is_complete(key):
+            elsewhere.append(key)
+        elif lease.acquire():
+            held.append(lease)
+        else:
+            waiting.append(key)
+    renewers = [Renewer(lease) for lease in held]
+    for r in renewers:
+        r.start()
+    t_fit = time.time()
+    try:
+        todo = [lease.key for lease in held if not store.is_complete(lease.key)]
+        elsewhere += [lease.key for lease in held if lease.key not in todo]
+        if todo:
+            try:
+                build_trainer([runs[k] for k in todo], store, in_tune=report_train).fit()
+            except Exception as exc:  # the worker group itself failed: every unfinished run
+                for k in todo:
+                    info = store.read_failure(k)
+                    fresh = info is not None and float(info.get("time", 0)) >= t_fit
+                    if not store.is_complete(k) and not fresh:
+                        store.record_failure(k, _failure(runs[k], exc))
+    finally:
+        for r in renewers:
+            r.stop.set()
+            r.join()
+        for lease in held:
+            lease.release()
+    t_end = time.time()
+    for key in waiting:  # claimed by another sweep when the pack started
+        try:
+            if _train_one(key, runs, store, report_train).get(ELSEWHERE):
+                elsewhere.append(key)
+        except Exception:  # recorded by _train_one
+            pass
+    failed = [k for k in keys if not store.is_complete(k)]
+    return {
+        "runs": len(keys),
+        "failed": len(failed),
+        ELSEWHERE: len(elsewhere),
+        "elsewhere_keys": elsewhere,
+        "t_fit_start": t_fit,
+        "t_fit_end": t_end,
+    }
 
 
 def _failure(run: Run, exc: BaseException | str) -> dict[str, Any]:
@@ -212,18 +280,23 @@ def _progress_callback(progress: _Progress) -> Any:
     from ray import tune
 
     class Callback(tune.Callback):
+        # A trial trains one run or a pack (config "runs"; a search trial: one run)
         def on_trial_start(self, iteration, trials, trial, **info):
-            progress.running += 1
+            progress.running += len(trial.config.get("runs", [None]))
             progress.show()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            progress.running -= 1
-            progress.done += 1
+            n = len(trial.config.get("runs", [None]))
+            failed = int((trial.last_result or {}).get("failed", 0))
+            progress.running -= n
+            progress.done += n - failed
+            progress.failed += failed
             progress.show()
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            progress.running -= 1
-            progress.failed += 1
+            n = len(trial.config.get("runs", [None]))
+            progress.running -= n
+            progress.failed += n
             progress.show()
 
     return Callback()
@@ -268,28 +341,43 @@ def run_stage(
         driver = {"cpu": 0.01}
         cluster = {**cluster, "CPU": cluster.get("CPU", 0) - 0.01 * len(runs)}
     limit = concurrency(runs, cluster, spec.max_concurrent_trials)
+    packs = make_packs(runs, limit, **spec.packing)
     progress = _Progress(name, len(runs), printer)
-    printer(f"[{name}] {len(runs)} runs, up to {limit} at a time")
+    packed = sum(len(p) for p in packs if len(p) > 1)
+    how = f" ({packed} of them in {sum(len(p) > 1 for p in packs)} packs)" if packed else ""
+    printer(f"[{name}] {len(runs)} runs{how}, up to {limit} trials at a time")
     trainable = tune.with_resources(
         tune.with_parameters(_trial, runs={r.key: r for r in runs}, store_uri=store.uri), driver
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={"run_key": tune.grid_search([r.key for r in runs])},
+        param_space={"runs": tune.grid_search([[r.key for r in p] for p in packs])},
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True),
         run_config=_run_config(spec, name, store, progress),
     )
+    t_stage = time.time()
     grid = tuner.fit()
     failed: dict[str, str] = {}
     by_key = {r.key: r for r in runs}
     for result in grid:
-        key = (result.config or {}).get("run_key")
-        if result.error is not None and key:
-            failed[key] = error_line(result.error)
-            if not store.has_failure(key):
-                store.record_failure(key, _failure(by_key[key], str(result.error)))
-        elif key and elsewhere is not None and (result.metrics or {}).get(ELSEWHERE):
-            elsewhere.append(key)
+        keys = (result.config or {}).get("runs") or []
+        metrics = result.metrics or {}
+        if elsewhere is not None and result.error is None:
+            if len(keys) == 1 and metrics.get(ELSEWHERE):
+                elsewhere.append(keys[0])
+            elif len(keys) > 1:
+                elsewhere.extend(metrics.get("elsewhere_keys") or [])
+        for key in keys:  # each run's outcome: its result in the store, or its failure
+            if store.is_complete(key):
+                continue
+            info = store.read_failure(key)
+            fresh = info is not None and float(info.get("time", 0)) >= t_stage
+            if result.error is not None and not fresh:
+                info = _failure(by_key[key], str(result.error))
+                store.record_failure(key, info)
+            elif not fresh:  # a trial that ended well trained or recorded each of its runs
+                continue
+            failed[key] = error_line(info.get("error"))
     return failed
 
 
@@ -303,7 +391,7 @@ def _search_trial(
 
     search = searches[config["search_key"]]
     run = search.trial_run({k: config[k] for k in search.space})
-    out = _trial({"run_key": run.key}, {run.key: run}, store_uri, report_train=False)
+    out = _trial({"runs": [run.key]}, {run.key: run}, store_uri, report_train=False)
     return {**out, OBJECTIVE: out[SEARCH_METRIC_KEYS[search.metric]], "run_key": run.key}
 
 
@@ -390,16 +478,24 @@ def _runnable(runs: tuple[Run, ...] | list[Run], store: Store, out: Outcome) -> 
     return todo
 
 
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
 def execute(
     spec: SweepSpec,
     plan: Plan,
     store: Store,
     address: str | None = None,
-    printer: Callable[[str], None] = print,
+    printer: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Run every incomplete run of ``plan``, stage by stage, then its searches and the runs
     they select, and return what happened."""
     t0 = time.time()
+    # print as it is now, not as it was when this module was imported: the stage's progress
+    # callback is pickled with the Tuner's state, by reference, and some libraries replace
+    # builtins.print after import (the default would then no longer pickle)
+    printer = printer or _echo
     out = Outcome()
     stored = [store.read_search(s.key) for s in plan.searches]
     selected = [s.final_run(r["best"]) for s, r in zip(plan.searches, stored, strict=True) if r]
@@ -454,7 +550,9 @@ def execute(
 def result_grid(store: Store, experiment: str) -> Any:
     """A finished stage or search as a Ray Tune ``ResultGrid`` (``Tuner.restore``), for users
     who analyse with Tune's tools. ``experiment`` is ``<sweep>-gt``, ``<sweep>-transfer``,
-    ``<sweep>-chain-2``, ``<sweep>-search`` or ``<sweep>-selected``."""
+    ``<sweep>-chain-2``, ``<sweep>-search`` or ``<sweep>-selected``. A trial's config is
+    ``{"runs": [run keys]}`` (several for a pack); each run's metrics are a row of its
+    trial's ``metrics_dataframe`` with its ``run_key``."""
     from ray import tune
 
     path = store.ray_storage_path(experiment)

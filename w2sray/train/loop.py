@@ -238,6 +238,37 @@ def _order(seed: int, n: int, length: int) -> np.ndarray:
     return np.asarray(order)
 
 
+# A LoRA run's trained parameters (adapters and head, by name: models/lora.py trainable_state),
+# written beside its predictions: the frozen base weights come from the model's source.
+ADAPTER_FILE = "adapter.pt"
+
+
+def _model_type(loaded: Any) -> str:
+    return str(getattr(loaded.backbone.config, "model_type", ""))
+
+
+def _gather_trainable(module: Any, stage: int) -> dict[str, torch.Tensor]:
+    """The trainable parameters on the CPU, gathered from every rank's partition under ZeRO-3
+    (every rank must call this)."""
+    from w2sray.models.lora import trainable_state
+
+    if stage != 3:
+        return trainable_state(module)
+    import deepspeed
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        return trainable_state(module)
+
+
+def _tensor_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` = {"run": Run.to_config(), "store": uri, "gpu": bool}."""
     import deepspeed
@@ -305,10 +336,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         corpus=splits.gt_texts,  # built-in models learn their vocabulary from split A
         lm_head=bool(gen),
     )
+    lora = train.get("lora")  # train.lora: adapters on the frozen backbone (models/lora.py)
+    if lora:
+        from w2sray.models.lora import apply_lora
+
+        if gen:
+            raise ValueError("train.lora cannot be combined with generative fine-tuning")
+        lora = {**lora, "target_modules": apply_lora(loaded.backbone, lora, _model_type(loaded))}
     if train.get("gradient_checkpointing", False):
         enable_gradient_checkpointing(loaded.backbone, m["source"])
     model = W2SClassifier(loaded.backbone, loaded.pooling, lm=loaded.lm)
     n_params = sum(p.numel() for p in model.parameters())  # before ZeRO-3 partitions them
+    trainable = [p for p in model.parameters() if p.requires_grad]  # with LoRA: adapters, head
+    n_trainable = sum(p.numel() for p in trainable)
     enc = Encoded(loaded.tokenizer, texts, train["max_length"])
 
     micro = train["batch_size"] // world
@@ -317,9 +357,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Generative fine-tuning runs first, on the same texts without their labels.
     gen_steps = max(1, int(round(gen["epochs"] * steps_per_epoch))) if gen else 0
     gen_lr = (gen.get("lr") or train["lr"]) if gen else train["lr"]
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=train["lr"], weight_decay=train["weight_decay"]
-    )
+    optimizer = torch.optim.AdamW(trainable, lr=train["lr"], weight_decay=train["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         _lr_lambda(total_steps, train["lr_warmup_frac"], gen_steps, gen_lr / train["lr"]),
@@ -352,7 +390,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Resume from Ray Train's last checkpoint if this is a restarted attempt of the run.
     # Checkpoints are taken in the classification phase only; their step counts the
     # generative steps before it.
-    start_step, done_losses, done_tokens = checkpoint.restore(engine, rank)
+    start_step, done_losses, done_tokens = checkpoint.restore(
+        engine, rank, run["key"], frozen_excluded=bool(lora)
+    )
     every = checkpoint.checkpoint_interval(
         total_steps, res.get("checkpoint_every", 0), res.get("max_failures", 0)
     )
@@ -370,7 +410,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     def on_step(step: int, losses: list[float], tokens: int) -> None:
         if every and step % every == 0 and step < total_steps:
             checkpoint.save(
-                engine, gen_steps + step, done_losses + losses, done_tokens + tokens, rank
+                engine,
+                gen_steps + step,
+                done_losses + losses,
+                done_tokens + tokens,
+                rank,
+                run["key"],
+                exclude_frozen=bool(lora),
             )
         if selector is not None:
             selector.on_step(step, engine.module)
@@ -397,6 +443,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     def predict_on(texts_: list[str]) -> np.ndarray:
         e = Encoded(loaded.tokenizer, texts_, train["max_length"])
         return predict(engine, e, train["eval_batch_size"], rank, world, device), e.truncated
+
+    adapter = _gather_trainable(engine.module, stage) if lora else None
 
     t_eval = time.time()
     if searching:  # validation on the held-out part of split B, nothing else
@@ -455,6 +503,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "engine_zero_stage": stage,  # the engine's (engine_stage: 0 for one fp32 CPU worker)
         "engine_allreduce": bool(engine.enable_backward_allreduce),
         "params": n_params,
+        "trainable_params": n_trainable,  # all of them without LoRA
         "dtype": "bf16" if bf16 else "fp32",  # train.dtype as resolved on this device
         "gradient_checkpointing": bool(train.get("gradient_checkpointing", False)),
         "gpu": use_gpu,
@@ -464,6 +513,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if selector is not None:
         metrics.update(selector.metrics())  # which step was kept, and the validation curve
         metrics["select_val_rows"] = len(val_texts)
+    if lora:
+        metrics["lora"] = lora  # target_modules as applied
     if gen:
         # None when a restart resumed after the generative phase (its losses were not kept).
         metrics["gen_steps"] = gen_steps
@@ -487,5 +538,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             files["weak_labels.parquet"] = parquet_bytes(
                 pd.DataFrame({"id": splits.weak_ids, "p1": weak_p1})
             )
+        if adapter is not None:  # LoRA: the adapters and the head (models/lora.py)
+            files[ADAPTER_FILE] = _tensor_bytes(adapter)
         store.write_run(run["key"], files)
-    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    # run_key: a pack's runs report one after another to the same Tune trial
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    ray.train.report({**numbers, "run_key": run["key"]})

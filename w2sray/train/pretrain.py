@@ -183,4 +183,6 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         files["config.json"] = json.dumps(run, indent=2, sort_keys=True, default=str).encode()
         files["metrics.json"] = json.dumps({**metrics, "lm_loss_curve": curve}, indent=2).encode()
         store.write_run(run["key"], files)
-    ray.train.report({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    # run_key: a pack's runs report one after another to the same Tune trial
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    ray.train.report({**numbers, "run_key": run["key"]})

@@ -1,25 +1,44 @@
-"""Build the Ray Train TorchTrainer (Train V2) that trains one run."""
+"""Build the Ray Train TorchTrainer (Train V2) that trains one run, or a pack of runs."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from w2sray.runs import Run
 from w2sray.store import Store
 
 
-def build_trainer(run: Run, store: Store, in_tune: bool = True) -> Any:
-    """A TorchTrainer for ``run``: its workers run train_loop_per_worker with DeepSpeed.
+def build_trainer(runs: Run | list[Run], store: Store, in_tune: bool = True) -> Any:
+    """A TorchTrainer for one run (``train_loop_per_worker`` or, for pretraining,
+    ``pretrain_loop_per_worker``) or for a pack of runs with the same resources
+    (``pack_loop_per_worker``: w2sray/packing.py), each worker running DeepSpeed.
 
-    The Train run's name is the run key, so a retried trial finds its own state again, and its
-    metrics reach Tune through TuneReportCallback (rank 0's, already reduced across workers).
+    The Train run's name is the run key (a pack's: w2sray.packing.pack_key), so a retried
+    trial finds its own state again, and its metrics reach Tune through TuneReportCallback
+    (rank 0's, already reduced across workers; a pack reports once per run).
     """
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from w2sray.packing import pack_key
     from w2sray.train.loop import train_loop_per_worker
+    from w2sray.train.pack import pack_loop_per_worker
     from w2sray.train.pretrain import pretrain_loop_per_worker
 
+    runs = [runs] if isinstance(runs, Run) else list(runs)
+    run = runs[0]
+    if len(runs) == 1:
+        entry = pretrain_loop_per_worker if run.kind == "pretrain" else train_loop_per_worker
+        config: dict[str, Any] = {"run": run.to_config(), "store": store.uri}
+    else:
+        entry = pack_loop_per_worker
+        config = {
+            "runs": [r.to_config() for r in runs],
+            "describe": {r.key: r.describe() for r in runs},
+            "store": store.uri,
+            "t_pack": time.time(),
+        }
     res = run.resources
     use_gpu = res["gpus_per_worker"] > 0
     per_worker = {"CPU": res["cpus_per_worker"]}
@@ -31,14 +50,14 @@ def build_trainer(run: Run, store: Store, in_tune: bool = True) -> Any:
 
         callbacks.append(TuneReportCallback())
     return TorchTrainer(
-        pretrain_loop_per_worker if run.kind == "pretrain" else train_loop_per_worker,
-        train_loop_config={"run": run.to_config(), "store": store.uri},
+        entry,
+        train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=res["workers"], use_gpu=use_gpu, resources_per_worker=per_worker
         ),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
-            name=run.key,
+            name=pack_key(runs),
             storage_path=store.ray_storage_path("train"),
             failure_config=FailureConfig(max_failures=res["max_failures"]),
             callbacks=callbacks,
