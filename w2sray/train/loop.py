@@ -22,6 +22,7 @@ from w2sray.data import make_splits
 from w2sray.losses import compute_loss
 from w2sray.metrics import accuracy, roc_auc
 from w2sray.store import Store, parquet_bytes
+from w2sray.train.zero import gathered
 
 
 def _lr_lambda(total: int, warmup_frac: float, before: int = 0, before_scale: float = 1.0):
@@ -88,10 +89,9 @@ def search_inputs(
 ) -> SearchInputs:
     """Cut split B for a search trial. Takes split B alone (no test split is passed in), and the
     cut depends only on the split seed, so every trial of a search validates on the same part."""
-    n = len(weak_texts)
-    order = np.random.default_rng([split_seed, 7919]).permutation(n)
-    n_val = max(1, int(round(n * val_frac)))
-    val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+    from w2sray.train.select import holdout
+
+    train, val = holdout(len(weak_texts), val_frac, split_seed, salt=7919)
     p1 = np.asarray(weak_p1, dtype=np.float32)
     return SearchInputs(
         train_texts=[weak_texts[i] for i in train],
@@ -252,12 +252,7 @@ def _gather_trainable(module: Any, stage: int) -> dict[str, torch.Tensor]:
     (every rank must call this)."""
     from w2sray.models.lora import trainable_state
 
-    if stage != 3:
-        return trainable_state(module)
-    import deepspeed
-
-    params = [p for p in module.parameters() if p.requires_grad]
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+    with gathered([p for p in module.parameters() if p.requires_grad], stage):
         return trainable_state(module)
 
 
@@ -271,7 +266,8 @@ def _tensor_bytes(state: dict[str, torch.Tensor]) -> bytes:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` = {"run": Run.to_config(), "store": uri, "gpu": bool}."""
-    import deepspeed
+    # deepspeed imported here, at the start: its import time is setup, not the engine's init
+    import deepspeed  # noqa: F401
     import psutil
     import ray.train
     import ray.train.torch
@@ -282,7 +278,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from w2sray.train.gpu_share import limit_gpu_memory
     from w2sray.train.pretrain import MODEL_DIR
     from w2sray.train.select import Selector, holdout, score
-    from w2sray.train.zero import deepspeed_config, engine_stage, resolve_bf16
+    from w2sray.train.zero import build_engine, resolve_bf16
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
@@ -362,27 +358,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         optimizer,
         _lr_lambda(total_steps, train["lr_warmup_frac"], gen_steps, gen_lr / train["lr"]),
     )
-    offload = res.get("offload", False)
-    stage = engine_stage(res["zero_stage"], world, use_gpu, bf16, offload)
-    ds_cfg = deepspeed_config(
-        micro,
-        world,
-        stage,
-        train["grad_clip"],
-        bf16,
-        offload,
-        use_gpu,
-    )
     t_ds = time.time()
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
+    engine, stage = build_engine(
+        model, optimizer, scheduler, micro, world, res, train["grad_clip"], bf16, use_gpu
     )
-    if stage == 0 and world == 1 and not bf16:
-        # Without ZeRO, DeepSpeed all-reduces the gradients after every backward: it flattens them
-        # into one buffer, reduces it and copies it back, an identity with one worker that costs
-        # two copies of every gradient per step (examples/s on a 17M encoder on CPU: 0.82-0.96
-        # of a plain torch loop with it, 0.98-0.99 without; benchmarks/RESULTS.md section 7).
-        engine.enable_backward_allreduce = False
 
     # Every worker draws the same global order (see train_steps).
     order_arr = _order(run["seed"], len(texts), total_steps * train["batch_size"])

@@ -8,7 +8,6 @@ tokenizer), from which the model's ground-truth, transfer and search runs then l
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -68,7 +67,8 @@ def mask_tokens(
 
 def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     """``config`` = {"run": Run.to_config() of a "pretrain" run, "store": uri}."""
-    import deepspeed
+    # deepspeed imported here, at the start: its import time is setup, not the engine's init
+    import deepspeed  # noqa: F401
     import psutil
     import ray.train
     import ray.train.torch
@@ -76,7 +76,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
 
     from w2sray.models import W2SClassifier, load_model
     from w2sray.train.gpu_share import limit_gpu_memory
-    from w2sray.train.zero import deepspeed_config, engine_stage, resolve_bf16
+    from w2sray.train.zero import build_engine, gathered, resolve_bf16
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
@@ -109,16 +109,9 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         model.parameters(), lr=pre["lr"], weight_decay=pre["weight_decay"]
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, pre["warmup_frac"]))
-    offload = res.get("offload", False)
-    stage = engine_stage(res["zero_stage"], world, use_gpu, bf16, offload)  # as loop.py does
-    ds_cfg = deepspeed_config(
-        batch // world, world, stage, pre["grad_clip"], bf16, offload, use_gpu
+    engine, stage = build_engine(
+        model, optimizer, scheduler, batch // world, world, res, pre["grad_clip"], bf16, use_gpu
     )
-    engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_cfg
-    )
-    if stage == 0 and world == 1 and not bf16:
-        engine.enable_backward_allreduce = False  # an identity with one worker (see loop.py)
     order = _order(run["seed"], len(texts), steps * batch)
     t_train = time.time()
     masker = None
@@ -136,12 +129,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
 
     # Every rank takes part in gathering ZeRO-3's partitioned parameters; rank 0 saves them.
     lm = engine.module.lm
-    gather = (
-        deepspeed.zero.GatheredParameters(list(lm.parameters()), modifier_rank=None)
-        if stage == 3
-        else contextlib.nullcontext()
-    )
-    with gather:
+    with gathered(lm.parameters(), stage):
         state = (
             {k: v.detach().float().cpu().clone() for k, v in lm.state_dict().items()}
             if rank == 0

@@ -24,10 +24,13 @@ METRICS = ("weak_val_auc", "weak_val_loss")  # higher is better / lower is bette
 DEFAULTS = {"metric": "weak_val_auc", "every": 50, "val_frac": 0.1}
 
 
-def holdout(n: int, val_frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout(
+    n: int, val_frac: float, seed: int, salt: int = 104729
+) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, validation rows) of ``n`` training rows: a fixed cut drawn from ``seed``
-    (the split seed), so every run of a split validates on the same rows."""
-    order = np.random.default_rng([seed, 104729]).permutation(n)
+    (the split seed) and ``salt`` (one per use: selection, a search's split B), so every run
+    of a split validates on the same rows."""
+    order = np.random.default_rng([seed, salt]).permutation(n)
     n_val = min(n - 1, max(1, int(round(n * val_frac))))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
