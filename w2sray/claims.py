@@ -16,12 +16,13 @@ writer's wall clock with the reader's: keep the machines' clocks within a fracti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,22 @@ class Renewer(threading.Thread):
                     return
             except OSError:  # a store hiccup: try again at the next tick, before expiry
                 continue
+
+
+@contextlib.contextmanager
+def renewed(leases: list[Lease]) -> Iterator[None]:
+    """Hold ``leases`` for the duration: each renewed by its own thread, all released after."""
+    renewers = [Renewer(lease) for lease in leases]
+    for r in renewers:
+        r.start()
+    try:
+        yield
+    finally:
+        for r in renewers:
+            r.stop.set()
+            r.join()
+        for lease in leases:
+            lease.release()
 
 
 def claim_or_wait(

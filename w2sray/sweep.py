@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from w2sray.claims import Renewer, claim_or_wait, remove_expired
+from w2sray.claims import Lease, claim_or_wait, remove_expired, renewed
 from w2sray.packing import make_packs
 from w2sray.runs import Plan, Run, Search, manifest
 from w2sray.spec import SweepSpec
@@ -151,25 +151,20 @@ def _train_one(key: str, runs: dict[str, Run], store: Store, report_train: bool)
     if lease is None:  # complete: trained by another sweep (before or while this one waited)
         timing = {ELSEWHERE: 1}
     else:
-        renewer = Renewer(lease)
-        renewer.start()
         run = runs[key]
         t_fit = time.time()
-        try:
-            if store.is_complete(key):  # completed between the check and the claim
-                timing = {ELSEWHERE: 1}
-            else:
-                build_trainer(run, store, in_tune=report_train).fit()
-                if not store.is_complete(key):
-                    raise RuntimeError(f"run {key} finished without complete artifacts")
-                timing = {"t_fit_start": t_fit, "t_fit_end": time.time()}
-        except Exception as exc:
-            store.record_failure(key, _failure(run, exc))
-            raise
-        finally:
-            renewer.stop.set()
-            renewer.join()
-            lease.release()
+        with renewed([lease]):
+            try:
+                if store.is_complete(key):  # completed between the check and the claim
+                    timing = {ELSEWHERE: 1}
+                else:
+                    build_trainer(run, store, in_tune=report_train).fit()
+                    if not store.is_complete(key):
+                        raise RuntimeError(f"run {key} finished without complete artifacts")
+                    timing = {"t_fit_start": t_fit, "t_fit_end": time.time()}
+            except Exception as exc:
+                store.record_failure(key, _failure(run, exc))
+                raise
     metrics = store.read_json(key, "metrics.json")
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     return {**numbers, **timing, "run_key": key}
@@ -181,7 +176,6 @@ def _train_pack(
     """A pack: the runs this trial can claim trained by one worker group, one after another;
     a run another sweep holds is waited on afterwards. Failed runs are recorded, not raised:
     the others of the pack are results (run_stage reads each run's outcome from the store)."""
-    from w2sray.claims import Lease
     from w2sray.train.trainer import build_trainer
 
     held, waiting, elsewhere = [], [], []
@@ -193,11 +187,8 @@ def _train_pack(
             held.append(lease)
         else:
             waiting.append(key)
-    renewers = [Renewer(lease) for lease in held]
-    for r in renewers:
-        r.start()
     t_fit = time.time()
-    try:
+    with renewed(held):
         todo = [lease.key for lease in held if not store.is_complete(lease.key)]
         elsewhere += [lease.key for lease in held if lease.key not in todo]
         if todo:
@@ -209,12 +200,6 @@ def _train_pack(
                     fresh = info is not None and float(info.get("time", 0)) >= t_fit
                     if not store.is_complete(k) and not fresh:
                         store.record_failure(k, _failure(runs[k], exc))
-    finally:
-        for r in renewers:
-            r.stop.set()
-            r.join()
-        for lease in held:
-            lease.release()
     t_end = time.time()
     for key in waiting:  # claimed by another sweep when the pack started
         try:
