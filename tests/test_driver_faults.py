@@ -38,6 +38,7 @@ import psutil
 import yaml
 from _procs import in_group, kill_all, marked
 
+from w2sray.artifacts import TEST_PREDICTIONS
 from w2sray.runs import Plan, plan_sweep
 from w2sray.spec import load_spec
 from w2sray.store import DONE, Store
@@ -379,8 +380,8 @@ def test_killed_driver_resumes_and_concurrent_sweeps_share_one_store(ray_cluster
             for name in ("acc", "auc", "train_loss", "weak_label_acc", "steps"):
                 assert got[name] == want[name], (key, name, got[name], want[name])
             pd.testing.assert_frame_equal(
-                store.read_parquet(key, "test_predictions.parquet"),
-                clean.read_parquet(key, "test_predictions.parquet"),
+                store.read_parquet(key, TEST_PREDICTIONS),
+                clean.read_parquet(key, TEST_PREDICTIONS),
                 check_exact=True,
             )
         timings["total"] = time.time() - t_start

@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 import yaml
 
+from w2sray.artifacts import TEST_PREDICTIONS
 from w2sray.packing import make_packs, pack_key
 from w2sray.runs import Plan, plan_sweep
 from w2sray.spec import load_spec
@@ -150,8 +151,8 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
     # reductions in a fixed order: deterministic).
     clean = Store(str(tmp_path / "clean"))
     assert execute(spec, Plan(gt=(target,), transfer=()), clean, printer=lambda s: None).done
-    resumed = store.read_parquet(target.key, "test_predictions.parquet")
-    uninterrupted = clean.read_parquet(target.key, "test_predictions.parquet")
+    resumed = store.read_parquet(target.key, TEST_PREDICTIONS)
+    uninterrupted = clean.read_parquet(target.key, TEST_PREDICTIONS)
     found["max_abs_diff"] = float(np.max(np.abs(resumed["p1"] - uninterrupted["p1"])))
     assert np.allclose(resumed["p1"], uninterrupted["p1"], atol=1e-5), found
     assert m["acc"] == clean.read_json(target.key, "metrics.json")["acc"]

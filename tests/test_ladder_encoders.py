@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from w2sray.artifacts import TEST_PREDICTIONS
 from w2sray.cli import main
 from w2sray.store import Store
 
@@ -60,5 +61,5 @@ def test_minilm_ladder_on_sst2_from_local_copies(ray_cluster, tmp_path, monkeypa
         assert len(config["dataset"]["test_sha256"]) == 2  # dev.tsv and test.tsv
         metrics = store.read_json(key, "metrics.json")
         assert metrics["n_test"] == 64 and 0.0 <= metrics["acc"] <= 1.0
-        test_texts.add(tuple(store.read_parquet(key, "test_predictions.parquet")["id"]))
+        test_texts.add(tuple(store.read_parquet(key, TEST_PREDICTIONS)["id"]))
     assert len(test_texts) == 1  # every model scored on the same test rows

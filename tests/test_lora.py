@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from w2sray.artifacts import TEST_PREDICTIONS
 from w2sray.models import W2SClassifier, load_model
 from w2sray.models.lora import (
     apply_lora,
@@ -276,10 +277,11 @@ def test_zero3_two_worker_lora_run_and_its_adapter(ray_cluster, tmp_path):
     -> DeepSpeed: it trains, records its LoRA settings and parameter counts, stores only the
     adapters and the head, and those loaded back into the model built from the same source
     predict the run's stored test predictions."""
+    from w2sray.artifacts import ADAPTER
     from w2sray.data import make_splits
     from w2sray.store import Store
     from w2sray.sweep import execute
-    from w2sray.train.loop import ADAPTER_FILE, Encoded, predict
+    from w2sray.train.loop import Encoded, predict
 
     raw = copy.deepcopy(BASE)
     raw["storage"] = str(tmp_path / "store")
@@ -300,7 +302,7 @@ def test_zero3_two_worker_lora_run_and_its_adapter(ray_cluster, tmp_path):
     assert m["workers"] == 2 and m["engine_zero_stage"] == 3 and m["steps"] == 4
     assert m["lora"] == run.train["lora"] and m["lora"]["r"] == 4
     assert 0 < m["trainable_params"] < m["params"] / 10
-    state = torch.load(io.BytesIO(store.read_bytes(run.key, ADAPTER_FILE)))
+    state = torch.load(io.BytesIO(store.read_bytes(run.key, ADAPTER)))
     assert sum(v.numel() for v in state.values()) == m["trainable_params"]
     assert all("lora_" in k or k.startswith("head.") for k in state)
     assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k)  # it trained
@@ -320,5 +322,5 @@ def test_zero3_two_worker_lora_run_and_its_adapter(ray_cluster, tmp_path):
     load_trainable_state(model, state)
     enc = Encoded(loaded.tokenizer, splits.test_texts, run.train["max_length"])
     p1 = predict(model, enc, 64, 0, 1, torch.device("cpu"))
-    stored = store.read_parquet(run.key, "test_predictions.parquet")["p1"].to_numpy()
+    stored = store.read_parquet(run.key, TEST_PREDICTIONS)["p1"].to_numpy()
     np.testing.assert_allclose(p1, stored, atol=1e-5)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from w2sray.analysis.collect import collect
+from w2sray.artifacts import TEST_PREDICTIONS, WEAK_LABELS
 from w2sray.cli import main
 from w2sray.data.synthetic import synthetic_rows
 from w2sray.runs import plan_sweep
@@ -84,7 +85,7 @@ def test_runs_complete_with_their_layout(swept):
         assert m["steps"] == 256 // 16
         assert (m["workers"], m["zero_stage"]) == layout[run.model["name"]]
         # every run publishes soft labels for split B (weak labels, or a chain step's labels)
-        labels = store.read_parquet(run.key, "weak_labels.parquet")
+        labels = store.read_parquet(run.key, WEAK_LABELS)
         assert len(labels) == 256 and labels["p1"].between(0, 1).all()
         assert labels["p1"].nunique() > 10  # soft, not hard labels
     # trained in this sweep: the planned runs and the search's selected run (trials apart)
@@ -148,8 +149,8 @@ def test_bootstrapping_chains_through_the_intermediate_model(swept):
     assert config["upstream"] == [step["key"]]  # trained on b's labels, not a's
     assert final["weak_key"] == gt_a.key  # and its PGR is measured against a
     # the labels it trained on are the intermediate student's predictions on split B
-    labels = store.read_parquet(step["key"], "weak_labels.parquet")
-    weak = store.read_parquet(gt_a.key, "weak_labels.parquet")
+    labels = store.read_parquet(step["key"], WEAK_LABELS)
+    weak = store.read_parquet(gt_a.key, WEAK_LABELS)
     assert np.array_equal(labels["id"], weak["id"]) and not np.allclose(labels["p1"], weak["p1"])
     direct = _run(plan, "xent", "a", "c")
     assert direct["key"] != final["key"]
@@ -163,8 +164,8 @@ def test_generative_finetuning_trains_the_lm_first(swept):
     m = store.read_json(gen["key"], "metrics.json")
     assert m["gen_steps"] == 16 and np.isfinite(m["gen_loss"]) and m["gen_loss"] > 0
     assert "gen_steps" not in store.read_json(plain["key"], "metrics.json")
-    p_gen = store.read_parquet(gen["key"], "test_predictions.parquet")["p1"]
-    p_plain = store.read_parquet(plain["key"], "test_predictions.parquet")["p1"]
+    p_gen = store.read_parquet(gen["key"], TEST_PREDICTIONS)["p1"]
+    p_plain = store.read_parquet(plain["key"], TEST_PREDICTIONS)["p1"]
     assert not np.allclose(p_gen, p_plain)  # same data, seed and labels: only the LM phase
 
 
@@ -183,7 +184,7 @@ def test_search_selects_by_weak_validation_and_never_sees_test(swept):
         # a trial has validation metrics only: nothing was computed on the test split
         assert "acc" not in metrics and "auc" not in metrics and metrics["n_test"] == 0
         assert metrics["val_weak_acc"] == trial["value"]
-        assert not store.exists(key, "test_predictions.parquet")
+        assert not store.exists(key, TEST_PREDICTIONS)
         assert 0.1 <= trial["values"]["alpha_max"] <= 1.0
         # trained on split B minus the 20% held out
         assert metrics["examples"] == 256 - round(256 * 0.2)

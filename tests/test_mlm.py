@@ -12,12 +12,13 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForMaskedLM, BertConfig, BertModel, PreTrainedTokenizerFast
 
+from w2sray.artifacts import MODEL_DIR
 from w2sray.models import load_model
 from w2sray.runs import Plan, plan_sweep
 from w2sray.spec import SpecError, parse_spec
 from w2sray.store import Store
 from w2sray.sweep import execute
-from w2sray.train.pretrain import MODEL_DIR, mask_tokens
+from w2sray.train.pretrain import mask_tokens
 
 WORDS = [f"w{i}" for i in range(30)]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -9,6 +9,7 @@ import copy
 import pandas as pd
 import pytest
 
+from w2sray.artifacts import TEST_PREDICTIONS
 from w2sray.packing import MAX_COST, make_packs, pack_key, packable, run_cost
 from w2sray.runs import Plan, plan_sweep
 from w2sray.spec import SpecError, parse_spec
@@ -112,8 +113,8 @@ def test_packed_runs_match_runs_trained_alone(ray_cluster, tmp_path):
         for metric in ("acc", "auc", "train_loss", "steps", "weak_label_acc"):
             assert got[metric] == want[metric], (key, metric)
         pd.testing.assert_frame_equal(
-            packed.read_parquet(key, "test_predictions.parquet"),
-            alone.read_parquet(key, "test_predictions.parquet"),
+            packed.read_parquet(key, TEST_PREDICTIONS),
+            alone.read_parquet(key, TEST_PREDICTIONS),
             check_exact=True,
         )
     again = execute(spec, gt, packed, printer=print)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from w2sray.artifacts import METRICS
 from w2sray.claims import Lease, claim_or_wait, remove_expired, renewed
 from w2sray.packing import make_packs
 from w2sray.runs import Plan, Run, Search, manifest
@@ -165,7 +166,7 @@ def _train_one(key: str, runs: dict[str, Run], store: Store, report_train: bool)
             except Exception as exc:
                 store.record_failure(key, _failure(run, exc))
                 raise
-    metrics = store.read_json(key, "metrics.json")
+    metrics = store.read_json(key, METRICS)
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     return {**numbers, **timing, "run_key": key}
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from w2sray.artifacts import CONFIG, METRICS
 from w2sray.data.corpus import FILE
 from w2sray.store import Store
 
@@ -38,7 +39,7 @@ def _pretrain_row(store: Store, key: str, row: dict, metrics: dict | None) -> di
     corpus = row["dataset"]
     if corpus == FILE and metrics is not None:
         # A file corpus is keyed by its bytes; its path is only in the run's config.
-        path = store.read_json(key, "config.json")["dataset"]["params"]["path"]
+        path = store.read_json(key, CONFIG)["dataset"]["params"]["path"]
         corpus = f"{FILE}: {os.path.basename(path)}"
     m = metrics or {}
     vocab = m.get("vocab_size")
@@ -81,7 +82,7 @@ def collect(store: Store) -> Tables:
     metrics: dict[str, dict] = {}
     for key in rows:
         if store.is_complete(key):
-            metrics[key] = store.read_json(key, "metrics.json")
+            metrics[key] = store.read_json(key, METRICS)
 
     gt_rows = [
         {

@@ -18,6 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from w2sray.artifacts import (
+    ADAPTER,
+    MODEL_DIR,
+    TEST_PREDICTIONS,
+    VAL_PREDICTIONS,
+    WEAK_LABELS,
+    record_files,
+)
 from w2sray.data import make_splits
 from w2sray.losses import compute_loss
 from w2sray.metrics import accuracy, roc_auc
@@ -49,7 +57,7 @@ def load_weak_p1(run: dict[str, Any], splits: Any, store: Store) -> np.ndarray:
     """The upstream run's class-1 probabilities on split B (a GT run's, or a bootstrapping
     step's), checked against split B's example ids."""
     weak_key = run["upstream"][0]
-    weak = store.read_parquet(weak_key, "weak_labels.parquet")
+    weak = store.read_parquet(weak_key, WEAK_LABELS)
     if not np.array_equal(weak["id"].to_numpy(), splits.weak_ids):
         raise ValueError(
             f"weak labels of run {weak_key} do not match split B of run {run['key']}: "
@@ -238,11 +246,6 @@ def _order(seed: int, n: int, length: int) -> np.ndarray:
     return np.asarray(order)
 
 
-# A LoRA run's trained parameters (adapters and head, by name: models/lora.py trainable_state),
-# written beside its predictions: the frozen base weights come from the model's source.
-ADAPTER_FILE = "adapter.pt"
-
-
 def _model_type(loaded: Any) -> str:
     return str(getattr(loaded.backbone.config, "model_type", ""))
 
@@ -276,7 +279,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from w2sray.models import W2SClassifier, enable_gradient_checkpointing, load_model
     from w2sray.train import checkpoint
     from w2sray.train.gpu_share import limit_gpu_memory
-    from w2sray.train.pretrain import MODEL_DIR
     from w2sray.train.select import Selector, holdout, score
     from w2sray.train.zero import build_engine, resolve_bf16
 
@@ -500,25 +502,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics["gen_loss"] = float(stats[2]) if gen_losses else None
         metrics["gen_seconds"] = gen_seconds
     if rank == 0:
-        import json
-
-        files = {
-            "config.json": json.dumps(run, indent=2, sort_keys=True, default=str).encode(),
-            "metrics.json": json.dumps(metrics, indent=2, sort_keys=True).encode(),
-        }
+        files = record_files(run, metrics)
         if searching:
-            files["val_predictions.parquet"] = parquet_bytes(
+            files[VAL_PREDICTIONS] = parquet_bytes(
                 pd.DataFrame({"weak": found.val_weak, "label": found.val_gt, "p1": val_p1})
             )
         else:
-            files["test_predictions.parquet"] = parquet_bytes(
+            files[TEST_PREDICTIONS] = parquet_bytes(
                 pd.DataFrame({"id": splits.test_ids, "label": test_y, "p1": test_p1})
             )
-            files["weak_labels.parquet"] = parquet_bytes(
-                pd.DataFrame({"id": splits.weak_ids, "p1": weak_p1})
-            )
+            files[WEAK_LABELS] = parquet_bytes(pd.DataFrame({"id": splits.weak_ids, "p1": weak_p1}))
         if adapter is not None:  # LoRA: the adapters and the head (models/lora.py)
-            files[ADAPTER_FILE] = _tensor_bytes(adapter)
+            files[ADAPTER] = _tensor_bytes(adapter)
         store.write_run(run["key"], files)
     # run_key: a pack's runs report one after another to the same Tune trial
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -8,7 +8,6 @@ tokenizer), from which the model's ground-truth, transfer and search runs then l
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -17,11 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from w2sray.artifacts import MODEL_DIR, record_files
 from w2sray.data.corpus import load_corpus
 from w2sray.store import Store
 from w2sray.train.loop import Encoded, _lr_lambda, _order, lm_steps
-
-MODEL_DIR = "model"  # the sub-folder of a pretraining run holding the pretrained model
 
 
 def model_files(lm: Any, tokenizer: Any, state: dict[str, torch.Tensor]) -> dict[str, bytes]:
@@ -168,8 +166,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         files = model_files(loaded.lm, loaded.tokenizer, state)
         metrics["t_eval_end"] = time.time()  # the model saved
         curve = {"step": list(range(0, steps, curve_every)), "loss": losses[::curve_every]}
-        files["config.json"] = json.dumps(run, indent=2, sort_keys=True, default=str).encode()
-        files["metrics.json"] = json.dumps({**metrics, "lm_loss_curve": curve}, indent=2).encode()
+        files.update(record_files(run, {**metrics, "lm_loss_curve": curve}, sort_metrics=False))
         store.write_run(run["key"], files)
     # run_key: a pack's runs report one after another to the same Tune trial
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
