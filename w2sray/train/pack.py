@@ -21,8 +21,7 @@ def pack_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from w2sray.train.loop import train_loop_per_worker
-    from w2sray.train.pretrain import pretrain_loop_per_worker
+    from w2sray.train.entries import entry_for
 
     store = Store(config["store"])
     ctx = ray.train.get_context()
@@ -34,9 +33,8 @@ def pack_loop_per_worker(config: dict[str, Any]) -> None:
         failure = store.read_failure(key)
         if failure is not None and float(failure.get("time", 0)) >= config["t_pack"]:
             continue  # raised before a restart of this pack: recorded, not tried again
-        entry = pretrain_loop_per_worker if run["kind"] == "pretrain" else train_loop_per_worker
         try:
-            entry({"run": run, "store": config["store"]})
+            entry_for(run)({"run": run, "store": config["store"]})
         except Exception as exc:
             # A run's own error (its data, its model) is raised on every rank, which all reach
             # this point. A rank whose peer died raises too (from a collective): then the

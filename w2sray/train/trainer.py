@@ -10,9 +10,9 @@ from w2sray.store import Store
 
 
 def build_trainer(runs: Run | list[Run], store: Store, in_tune: bool = True) -> Any:
-    """A TorchTrainer for one run (``train_loop_per_worker`` or, for pretraining,
-    ``pretrain_loop_per_worker``) or for a pack of runs with the same resources
-    (``pack_loop_per_worker``: w2sray/packing.py), each worker running DeepSpeed.
+    """A TorchTrainer for one run (its kind's entry point: w2sray/train/entries.py) or for a
+    pack of runs with the same resources (``pack_loop_per_worker``: w2sray/packing.py), each
+    worker running DeepSpeed.
 
     The Train run's name is the run key (a pack's: w2sray.packing.pack_key), so a retried
     trial finds its own state again, and its metrics reach Tune through TuneReportCallback
@@ -22,15 +22,14 @@ def build_trainer(runs: Run | list[Run], store: Store, in_tune: bool = True) -> 
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from w2sray.packing import pack_key
-    from w2sray.train.loop import train_loop_per_worker
+    from w2sray.train.entries import entry_for
     from w2sray.train.pack import pack_loop_per_worker
-    from w2sray.train.pretrain import pretrain_loop_per_worker
 
     runs = [runs] if isinstance(runs, Run) else list(runs)
     run = runs[0]
     if len(runs) == 1:
-        entry = pretrain_loop_per_worker if run.kind == "pretrain" else train_loop_per_worker
         config: dict[str, Any] = {"run": run.to_config(), "store": store.uri}
+        entry = entry_for(config["run"])
     else:
         entry = pack_loop_per_worker
         config = {
