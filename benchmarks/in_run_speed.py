@@ -92,7 +92,7 @@ def plain(run, threads: int) -> dict[str, float]:
     from w2sray.data import make_splits
     from w2sray.losses import compute_loss
     from w2sray.models import W2SClassifier, load_model
-    from w2sray.train.loop import Encoded, _lr_lambda, _order
+    from w2sray.train.steps import Encoded, _lr_lambda, _order
 
     torch.set_num_threads(threads)
     c = run.to_config()

@@ -33,7 +33,7 @@ def _init_single_process_group() -> None:
 def _setup(model_name: str, n: int, max_length: int, seed: int):
     from w2sray.data.synthetic import synthetic_rows
     from w2sray.models import W2SClassifier, load_model
-    from w2sray.train.loop import Encoded
+    from w2sray.train.steps import Encoded
 
     texts, labels = synthetic_rows(n, seed=seed)
     loaded = load_model(model_name, seed=seed)
@@ -65,7 +65,7 @@ def run_deepspeed(model, enc, targets, order, steps, batch, lr, stage) -> float:
     """The w2sray per-worker step loop (train_steps) on a DeepSpeed engine, one worker."""
     import deepspeed
 
-    from w2sray.train.loop import train_steps
+    from w2sray.train.steps import train_steps
     from w2sray.train.zero import deepspeed_config
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr)

@@ -281,7 +281,7 @@ def test_zero3_two_worker_lora_run_and_its_adapter(ray_cluster, tmp_path):
     from w2sray.data import make_splits
     from w2sray.store import Store
     from w2sray.sweep import execute
-    from w2sray.train.loop import Encoded, predict
+    from w2sray.train.steps import Encoded, predict
 
     raw = copy.deepcopy(BASE)
     raw["storage"] = str(tmp_path / "store")

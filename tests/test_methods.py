@@ -17,7 +17,8 @@ from w2sray.models import W2SClassifier, load_model
 from w2sray.models.head import lm_labels
 from w2sray.runs import plan_sweep
 from w2sray.spec import SpecError, parse_spec
-from w2sray.train.loop import _lr_lambda, search_inputs
+from w2sray.train.steps import _lr_lambda
+from w2sray.train.tasks import search_inputs
 
 LADDER = ["w2s-tiny-1", "w2s-tiny-2", "w2s-tiny-3", "w2s-tiny-4"]
 

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+# What a run's metrics.json calls its results (written by w2sray/train/tasks.py, read by the
+# sweep, searches and the analysis).
+ACC = "acc"  # test accuracy
+AUC = "auc"  # test ROC AUC
+WEAK_LABEL_ACC = "weak_label_acc"  # accuracy of its split-B predictions against split B's truth
+VAL_WEAK_ACC = "val_weak_acc"  # a search trial's, on its held-out part of split B: vs weak labels
+VAL_GT_ACC = "val_gt_acc"  # the same against ground truth (a gt_val search's objective)
+VAL_WEAK_AUC = "val_weak_auc"
+
 
 def accuracy(labels: np.ndarray, p1: np.ndarray) -> float:
     """Fraction of examples whose argmax prediction (p1 > 0.5) matches the label."""

@@ -11,11 +11,12 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+from w2sray.metrics import VAL_GT_ACC, VAL_WEAK_ACC
 from w2sray.runs import Search
 
 # The value every trial reports for its search to maximise: the search's validation metric.
 OBJECTIVE = "objective"
-SEARCH_METRIC_KEYS = {"weak_val": "val_weak_acc", "gt_val": "val_gt_acc"}
+SEARCH_METRIC_KEYS = {"weak_val": VAL_WEAK_ACC, "gt_val": VAL_GT_ACC}
 
 
 def optuna_search(search: Search) -> Any:

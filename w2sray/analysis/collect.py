@@ -16,6 +16,7 @@ import pandas as pd
 
 from w2sray.artifacts import CONFIG, METRICS
 from w2sray.data.corpus import FILE
+from w2sray.metrics import ACC, AUC
 from w2sray.store import Store
 
 PRETRAIN_COLUMNS = [
@@ -89,8 +90,8 @@ def collect(store: Store) -> Tables:
             "dataset": r["dataset"],
             "model": r["model"],
             "seed": r["seed"],
-            "acc": metrics[k]["acc"],
-            "auc": metrics[k].get("auc"),
+            "acc": metrics[k][ACC],
+            "auc": metrics[k].get(AUC),
             "run_key": k,
         }
         for k, r in rows.items()
@@ -120,12 +121,12 @@ def collect(store: Store) -> Tables:
                 "seed": r["seed"],
                 "generative": bool(r.get("generative", False)),
                 "chain_length": int(r.get("depth", 1) or 1) + 1,  # models, weak included
-                "weak_acc": weak["acc"],
-                "ceiling_acc": ceil["acc"],
-                "w2s_acc": metrics[k]["acc"],
-                "weak_auc": weak.get("auc"),
-                "ceiling_auc": ceil.get("auc"),
-                "w2s_auc": metrics[k].get("auc"),
+                "weak_acc": weak[ACC],
+                "ceiling_acc": ceil[ACC],
+                "w2s_acc": metrics[k][ACC],
+                "weak_auc": weak.get(AUC),
+                "ceiling_auc": ceil.get(AUC),
+                "w2s_auc": metrics[k].get(AUC),
                 "run_key": k,
                 "weak_key": r["weak_key"],
                 "ceiling_key": r["ceiling_key"],

@@ -19,7 +19,7 @@ import torch
 from w2sray.artifacts import MODEL_DIR, record_files
 from w2sray.data.corpus import load_corpus
 from w2sray.store import Store
-from w2sray.train.loop import Encoded, _lr_lambda, _order, lm_steps
+from w2sray.train.steps import Encoded, _lr_lambda, _order, lm_steps
 
 
 def model_files(lm: Any, tokenizer: Any, state: dict[str, torch.Tensor]) -> dict[str, bytes]:

@@ -1,0 +1,151 @@
+"""What a run trains on, by run kind: ground truth (split A), weak labels on split B (a
+transfer, or a step of a bootstrapping chain), or a search trial's part of split B."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from w2sray.artifacts import TEST_PREDICTIONS, VAL_PREDICTIONS, WEAK_LABELS
+from w2sray.metrics import (
+    ACC,
+    AUC,
+    VAL_GT_ACC,
+    VAL_WEAK_ACC,
+    VAL_WEAK_AUC,
+    WEAK_LABEL_ACC,
+    accuracy,
+    roc_auc,
+)
+from w2sray.store import Store
+from w2sray.train.select import holdout
+
+
+def load_weak_p1(run: dict[str, Any], splits: Any, store: Store) -> np.ndarray:
+    """The upstream run's class-1 probabilities on split B (a GT run's, or a bootstrapping
+    step's), checked against split B's example ids."""
+    weak_key = run["upstream"][0]
+    weak = store.read_parquet(weak_key, WEAK_LABELS)
+    if not np.array_equal(weak["id"].to_numpy(), splits.weak_ids):
+        raise ValueError(
+            f"weak labels of run {weak_key} do not match split B of run {run['key']}: "
+            "their example ids differ"
+        )
+    return weak["p1"].to_numpy(dtype=np.float32)
+
+
+def load_targets(run: dict[str, Any], splits: Any, store: Store) -> tuple[list[str], np.ndarray]:
+    """Training texts and soft targets [N, 2]: ground truth for gt runs, the upstream run's
+    predictions on split B for transfers."""
+    if run["kind"] == "gt":
+        y = np.asarray(splits.gt_labels)
+        return splits.gt_texts, np.stack([1 - y, y], axis=1).astype(np.float32)
+    p1 = load_weak_p1(run, splits, store)
+    return splits.weak_texts, np.stack([1 - p1, p1], axis=1)
+
+
+@dataclass
+class SearchInputs:
+    """What a search trial sees: split B cut into a training part (weak labels) and a held-out
+    validation part with its weak labels and its ground truth. Nothing from the test split."""
+
+    train_texts: list[str]
+    train_targets: np.ndarray  # [N, 2] soft weak labels
+    val_texts: list[str]
+    val_weak: np.ndarray  # weak model's hard labels on the validation part
+    val_gt: np.ndarray  # ground truth on the validation part (used only if metric is gt_val)
+
+
+def search_inputs(
+    weak_texts: list[str],
+    weak_gt: list[int],
+    weak_p1: np.ndarray,
+    val_frac: float,
+    split_seed: int,
+) -> SearchInputs:
+    """Cut split B for a search trial. Takes split B alone (no test split is passed in), and the
+    cut depends only on the split seed, so every trial of a search validates on the same part."""
+
+    train, val = holdout(len(weak_texts), val_frac, split_seed, salt=7919)
+    p1 = np.asarray(weak_p1, dtype=np.float32)
+    return SearchInputs(
+        train_texts=[weak_texts[i] for i in train],
+        train_targets=np.stack([1 - p1[train], p1[train]], axis=1),
+        val_texts=[weak_texts[i] for i in val],
+        val_weak=(p1[val] > 0.5).astype(np.int64),
+        val_gt=np.asarray(weak_gt)[val],
+    )
+
+
+# predict_on(texts) -> (class-1 probabilities, how many texts were cut at max_length)
+PredictOn = Callable[[list[str]], tuple[np.ndarray, int]]
+
+
+@dataclass
+class Evaluation:
+    """What a trained run is judged by: its metrics, the tables rank 0 stores (artifact name ->
+    frame), and how many evaluated texts were truncated."""
+
+    metrics: dict[str, float]
+    tables: dict[str, pd.DataFrame]
+    truncated: int
+    n_test: int
+
+
+class Supervised:
+    """A ground-truth run (split A's labels) or a transfer (its upstream run's predictions on
+    split B). Judged on the test split; also predicts split B, since a GT run's predictions
+    there are weak labels and a transfer's feed the next step of a bootstrapping chain."""
+
+    def __init__(self, run: dict[str, Any], splits: Any, store: Store):
+        self.splits = splits
+        self.texts, self.targets = load_targets(run, splits, store)
+
+    def evaluate(self, predict_on: PredictOn) -> Evaluation:
+        s = self.splits
+        test_p1, truncated = predict_on(s.test_texts)
+        weak_p1, _ = predict_on(s.weak_texts)
+        test_y = np.asarray(s.test_labels)
+        metrics = {ACC: accuracy(test_y, test_p1), AUC: roc_auc(test_y, test_p1)}
+        metrics[WEAK_LABEL_ACC] = accuracy(np.asarray(s.weak_labels), weak_p1)
+        tables = {
+            TEST_PREDICTIONS: pd.DataFrame({"id": s.test_ids, "label": test_y, "p1": test_p1}),
+            WEAK_LABELS: pd.DataFrame({"id": s.weak_ids, "p1": weak_p1}),
+        }
+        return Evaluation(metrics, tables, truncated, len(s.test_texts))
+
+
+class SearchTrial:
+    """A search trial: trains on part of split B with its weak labels and is judged on the
+    held-out rest (search_inputs). The test split is never looked at."""
+
+    def __init__(self, run: dict[str, Any], splits: Any, store: Store):
+        self.found = search_inputs(
+            splits.weak_texts,
+            splits.weak_labels,
+            load_weak_p1(run, splits, store),
+            run["val_frac"],
+            run["dataset"]["split_seed"],
+        )
+        self.texts, self.targets = self.found.train_texts, self.found.train_targets
+
+    def evaluate(self, predict_on: PredictOn) -> Evaluation:
+        f = self.found
+        val_p1, truncated = predict_on(f.val_texts)
+        metrics = {VAL_WEAK_ACC: accuracy(f.val_weak, val_p1)}
+        metrics[VAL_GT_ACC] = accuracy(f.val_gt, val_p1)
+        metrics[VAL_WEAK_AUC] = roc_auc(f.val_weak, val_p1)
+        table = pd.DataFrame({"weak": f.val_weak, "label": f.val_gt, "p1": val_p1})
+        return Evaluation(metrics, {VAL_PREDICTIONS: table}, truncated, 0)
+
+
+# run kind -> what it trains on and how it is judged (pretraining has its own entry point)
+TASKS: dict[str, type[Supervised] | type[SearchTrial]] = {
+    "gt": Supervised,
+    "transfer": Supervised,
+    "search": SearchTrial,
+}
