@@ -158,3 +158,65 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
     assert m["acc"] == clean.read_json(target.key, "metrics.json")["acc"]
     assert m["train_loss"] == clean.read_json(target.key, "metrics.json")["train_loss"]
     print(f"resumed from step {m['resumed_from_step']}; {found}")
+
+
+def test_killed_lora_run_resumes_from_a_checkpoint_of_its_adapters(ray_cluster, tmp_path):
+    """LoRA (train.lora) over 2 workers with ZeRO-2: checkpoints hold only the trainable state
+    (adapters, head, their optimizer state); a worker SIGKILLed mid-run restarts the run, which
+    rebuilds the frozen base from the model's source, loads that state and ends with the
+    predictions of an uninterrupted run."""
+    import torch
+
+    workers = 2
+    raw = {
+        "name": "lora_faults",
+        "storage": str(tmp_path / "store"),
+        "datasets": [{"name": "synthetic", "n_gt": 1024, "n_weak": 128, "n_test": 128}],
+        # only a's GT run is trained: the one that gets killed
+        "models": [{"name": "a", "source": "w2s-tiny-2"}, {"name": "b", "source": "w2s-tiny-3"}],
+        "methods": ["xent"],
+        "seeds": [0],
+        "train": {"epochs": 2, "batch_size": 32, "max_length": 24, "lora": {"r": 4}},
+        "resources": {
+            "workers": workers, "zero_stage": 2, "max_failures": 1, "checkpoint_every": 4,
+        },
+    }  # fmt: skip
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    spec = load_spec(spec_path)
+    target = plan_sweep(spec).gt[0]
+    assert target.model["name"] == "a"
+    store = Store(spec.storage)
+    train_dir = os.path.join(spec.storage, "ray", "train", pack_key([target]))
+    found: dict = {}
+    killer = threading.Thread(
+        target=_kill_worker_after_checkpoints,
+        args=(train_dir, target.key, found, time.time() + 600),
+        daemon=True,
+    )
+    killer.start()
+    outcome = execute(spec, Plan(gt=(target,), transfer=()), store, printer=lambda s: None)
+    killer.join(timeout=5)
+
+    assert "pid" in found, f"worker never killed: {found}"
+    assert outcome.failed == {} and outcome.done == [target.key]
+    m = store.read_json(target.key, "metrics.json")
+    assert (m["steps"], m["workers"], m["engine_zero_stage"]) == (64, workers, 2)
+    assert m["trainable_params"] < m["params"] / 5  # adapters and head only
+    assert 4 <= m["resumed_from_step"] < 64 and m["resumed_from_step"] % 4 == 0
+    # The checkpoint resumed from holds the trainable parameters only, no frozen base weight.
+    ckpt = os.path.join(
+        _checkpoint_at(train_dir, target.key, m["resumed_from_step"]), checkpoint.TAG
+    )
+    state = torch.load(
+        os.path.join(ckpt, "mp_rank_00_model_states.pt"), map_location="cpu", weights_only=False
+    )["module"]
+    assert state and all("lora_" in n or n.startswith("head.") for n in state), sorted(state)
+    assert any("lora_B" in n for n in state)
+    clean = Store(str(tmp_path / "clean"))
+    assert execute(spec, Plan(gt=(target,), transfer=()), clean, printer=lambda s: None).done
+    resumed = store.read_parquet(target.key, TEST_PREDICTIONS)["p1"]
+    uninterrupted = clean.read_parquet(target.key, TEST_PREDICTIONS)["p1"]
+    found["max_abs_diff"] = float(np.max(np.abs(resumed - uninterrupted)))
+    assert np.allclose(resumed, uninterrupted, atol=1e-5), found
+    print(f"LoRA resumed from step {m['resumed_from_step']}; {found}")
