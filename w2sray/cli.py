@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from w2sray.spec import SpecError, SweepSpec, load_spec
 from w2sray.store import Store
@@ -108,6 +109,14 @@ def _load(path: str, store: str | None, model_dir: str | None = None) -> SweepSp
     return spec
 
 
+def _warn_unpinned(plan: Any) -> None:
+    """Hub models whose revision could not be resolved to a commit (w2sray/models/revisions.py)."""
+    from w2sray.runs import unpinned_models
+
+    for line in unpinned_models(plan):
+        print(f"warning: {line}", flush=True)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from w2sray.runs import plan_sweep
 
@@ -124,6 +133,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     store = Store(spec.storage)
     failed = {f.get("key") for f in store.failures()}
     print(f"sweep {spec.name}: store {spec.storage}")
+    _warn_unpinned(plan)
     header = (
         f"{'stage':9} {'key':27} {'dataset':10} {'weak':12} {'model':12} {'method':34} seed status"  # noqa: E501
     )
@@ -328,6 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f" -> {spec.storage}",
         flush=True,
     )
+    _warn_unpinned(plan)
     out = execute(spec, plan, store, address=args.address, printer=lambda s: print(s, flush=True))
     meanwhile = f" ({len(out.elsewhere)} more trained meanwhile by another sweep)"
     print(

@@ -74,6 +74,8 @@ class Run:
         model = {k: v for k, v in self.model.items() if k != "name"}
         if "sha256" in model:  # a local model folder: keyed by its files, not where it lies
             model = {k: v for k, v in model.items() if k != "source"}
+        if "commit" in model:  # a hub model: keyed by its commit, however the spec named it
+            model = {k: v for k, v in model.items() if k != "revision"}
         dataset = self.dataset
         if "sha256" in dataset:  # a local file: keyed by its bytes, not where it lies
             params = {k: v for k, v in dataset["params"].items() if k not in ("path", "test_path")}
@@ -201,6 +203,12 @@ def _model_dict(m: Any, pretrain_key: str | None = None) -> dict[str, Any]:
     elif os.path.isdir(local):
         d["source"] = os.path.abspath(local)
         d["sha256"] = folder_digest(local)
+    else:  # a hub id: keyed by the commit its revision points at (models/revisions.py)
+        from w2sray.models.revisions import resolve_revision
+
+        commit = resolve_revision(m.source, m.revision).commit
+        if commit:
+            d["commit"] = commit
     if pretrain_key:
         d["pretrain"] = pretrain_key
     return d
@@ -456,3 +464,20 @@ def manifest(spec: SweepSpec, plan: Plan, selected: list[Run] | None = None) -> 
         "runs": rows,
         "searches": [s.describe() for s in plan.searches],
     }
+
+
+def unpinned_models(plan: Plan) -> list[str]:
+    """One line per hub model whose revision could not be resolved to a commit (hub
+    unreachable, not in the local cache): its runs are keyed by name and revision, so new
+    weights pushed to that revision would reuse their results."""
+    seen: dict[str, str] = {}
+    for run in plan.all_runs():
+        m = run.model
+        if "builtin" in m or "sha256" in m or "commit" in m or m["name"] in seen:
+            continue
+        seen[m["name"]] = (
+            f"model {m['name']} ({m['source']}, revision {m.get('revision') or 'main'}): not "
+            "resolved to a commit (hub unreachable, not in the local cache); its runs are keyed "
+            "by name and revision: pin `revision:` to a commit to key them by their weights"
+        )
+    return list(seen.values())

@@ -103,6 +103,7 @@ def _model_type(loaded: Any) -> str:
 
 def _load_model(run: dict[str, Any], w: Worker, splits: Any, store: Store) -> Model:
     from w2sray.models import W2SClassifier, enable_gradient_checkpointing, load_model
+    from w2sray.models.revisions import model_revision
     from w2sray.train.zero import resolve_bf16
 
     train, m = run["train"], run["model"]
@@ -115,7 +116,7 @@ def _load_model(run: dict[str, Any], w: Worker, splits: Any, store: Store) -> Mo
     loaded = load_model(
         store.local_folder(pretrained, MODEL_DIR) if pretrained else m["source"],
         seed=run["seed"],
-        revision=None if pretrained else m["revision"],
+        revision=None if pretrained else model_revision(m),
         pooling=m["pooling"],
         trust_remote_code=m["trust_remote_code"],
         # bf16 weights straight from the checkpoint on GPU (DeepSpeed's bf16 cast would make

@@ -73,6 +73,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     from w2sray.models import W2SClassifier, load_model
+    from w2sray.models.revisions import model_revision
     from w2sray.train.gpu_share import limit_gpu_memory
     from w2sray.train.zero import build_engine, gathered, resolve_bf16
 
@@ -93,7 +94,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     loaded = load_model(
         m["source"],
         seed=run["seed"],
-        revision=m["revision"],
+        revision=model_revision(m),
         trust_remote_code=m["trust_remote_code"],
         dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,
         corpus=texts,  # a built-in model's word-level vocabulary comes from its corpus

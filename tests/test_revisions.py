@@ -1,0 +1,139 @@
+"""A hub model's run is keyed by the commit its revision points at (w2sray/models/revisions.py):
+new weights pushed to a branch retrain, the workers load exactly the planned commit, and an
+unresolvable revision is reported. The hub is not reachable here: these tests build a real
+Hugging Face cache (refs + snapshots written by save_pretrained) and run offline."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2Model
+
+from w2sray.models import load_model
+from w2sray.models.revisions import model_revision, resolve_revision
+from w2sray.runs import plan_sweep
+from w2sray.spec import parse_spec
+
+REPO = "w2s-test/tiny-gpt2"
+SHA_A = "a" * 40
+SHA_B = "b" * 40
+
+
+def _snapshot(cache, sha: str, seed: int, ref: str = "main") -> None:
+    """A cached commit ``sha`` of REPO (a tiny GPT-2 and a tokenizer), ``ref`` pointing at it."""
+    from w2sray.data.tokenizer import build_synthetic_tokenizer
+
+    root = cache / ("models--" + REPO.replace("/", "--"))
+    torch.manual_seed(seed)
+    tok = build_synthetic_tokenizer()
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2)
+    GPT2Model(cfg).save_pretrained(root / "snapshots" / sha)
+    tok.save_pretrained(root / "snapshots" / sha)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / ref).write_text(sha)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    # huggingface_hub reads both at import: set the module's values too
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def _raw(revision: str | None = None) -> dict:
+    hub = {"name": "hub", "source": REPO, "revision": revision}
+    return {
+        "name": "rev",
+        "storage": "/unused",
+        "datasets": [{"name": "synthetic", "n_gt": 64, "n_weak": 64, "n_test": 32}],
+        "models": ["w2s-tiny-1", hub],
+        "methods": ["xent"],
+        "seeds": [0],
+    }
+
+
+def _hub_gt(raw: dict):
+    return next(r for r in plan_sweep(parse_spec(raw)).gt if r.model["name"] == "hub")
+
+
+def test_resolves_a_branch_from_the_cache_and_keeps_a_pinned_commit(hub_cache):
+    _snapshot(hub_cache, SHA_A, seed=0)
+    _snapshot(hub_cache, SHA_B, seed=1, ref="dev")
+    assert resolve_revision(REPO, None) == resolve_revision(REPO, "main")
+    assert (resolve_revision(REPO, None).commit, resolve_revision(REPO, None).via) == (
+        SHA_A,
+        "cache",
+    )
+    assert resolve_revision(REPO, "dev").commit == SHA_B
+    assert (resolve_revision(REPO, SHA_B).commit, resolve_revision(REPO, SHA_B).via) == (
+        SHA_B,
+        "pinned",
+    )
+    assert resolve_revision("w2s-test/not-cached", None).via == "unresolved"
+
+
+def test_new_weights_on_main_change_the_key_and_workers_load_the_planned_commit(hub_cache):
+    _snapshot(hub_cache, SHA_A, seed=0)
+    before = _hub_gt(_raw())
+    assert before.model["commit"] == SHA_A
+    # The same commit named by its sha is the same run: the key follows the weights.
+    assert _hub_gt(_raw(SHA_A)).key == before.key
+    # main moves to new weights: a new key (the old results are not reused for them)
+    _snapshot(hub_cache, SHA_B, seed=1)
+    after = _hub_gt(_raw())
+    assert after.model["commit"] == SHA_B and after.key != before.key
+    # What a worker loads is the planned commit, whatever main points at by then.
+    a = load_model(REPO, seed=0, revision=model_revision(before.model)).backbone
+    b = load_model(REPO, seed=0, revision=model_revision(after.model)).backbone
+    w_a, w_b = a.wte.weight, b.wte.weight
+    assert not torch.equal(w_a, w_b)
+    ref = GPT2Model.from_pretrained(
+        hub_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / SHA_A
+    )
+    assert torch.equal(w_a, ref.wte.weight)
+
+
+def test_an_unresolvable_revision_is_keyed_by_name_and_reported(hub_cache, capsys):
+    run = _hub_gt(_raw())  # nothing cached, hub offline
+    assert "commit" not in run.model
+    assert _hub_gt(_raw()).key == run.key
+    from w2sray.runs import unpinned_models
+
+    (line,) = unpinned_models(plan_sweep(parse_spec(_raw())))
+    assert REPO in line and "revision" in line
+
+
+def test_builtin_and_local_models_are_not_resolved(hub_cache, tmp_path):
+    raw = _raw()
+    folder = tmp_path / "local"
+    _snapshot(hub_cache, SHA_A, seed=0)
+    snap = hub_cache / f"models--{REPO.replace('/', '--')}" / "snapshots" / SHA_A
+    os.symlink(snap, folder)
+    raw["models"] = ["w2s-tiny-1", {"name": "hub", "source": str(folder)}]
+    run = _hub_gt(raw)
+    assert "commit" not in run.model and "sha256" in run.model
+    tiny = next(r for r in plan_sweep(parse_spec(raw)).gt if r.model["name"] == "w2s-tiny-1")
+    assert "commit" not in tiny.model
+
+
+def test_plan_warns_about_an_unresolved_hub_model(hub_cache, tmp_path, capsys):
+    import yaml
+
+    from w2sray.cli import main
+
+    raw = {**_raw(), "storage": str(tmp_path / "store")}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: model hub ({REPO}, revision main): not resolved" in out
+    _snapshot(hub_cache, SHA_A, seed=0)  # now the cache knows main's commit
+    assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+    assert "warning: model hub" not in capsys.readouterr().out
