@@ -4,6 +4,8 @@ and the report: tests/test_methods_integration.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 
 import yaml
@@ -36,8 +38,8 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     model's GT run still completes, the transfer that needed the weak labels is marked failed
     without launching, and the report lists both failures, each with its exception's line.
     (A search blocked the same way: tests/test_methods.py, through the same execute().)
-    The sweep is tracked in MLflow (a local file store): a tracked run per trial, with the run
-    key, the stage and the run's metrics."""
+    The sweep is tracked in MLflow (a local file store) and in W&B (offline): a tracked run per
+    trial in each, with the run key, the stage and the run's metrics."""
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "gpt2", "n_layer": 1}')  # no weights
@@ -50,11 +52,22 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
             {"name": "strong", "source": "w2s-tiny-1"},
         ],
         "methods": ["xent"],
-        "tracking": {"mlflow": {"tracking_uri": f"file://{tmp_path / 'mlruns'}"}},
+        "tracking": {
+            "mlflow": {"tracking_uri": f"file://{tmp_path / 'mlruns'}"},
+            "wandb": {"project": "w2s-itest", "mode": "offline"},
+        },
         # a trial per run, so a tracked run per run (a pack is one trial: tests/test_packing.py)
         "packing": {"max_runs": 1},
     }
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 prefers a database
+    # W&B writes under tmp_path, not ~: the driver's WANDB_* reach Tune's logging actors
+    # (w2sray/tracking.py), though the session cluster started before these were set
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB__DISABLE_STATS", "WANDB__DISABLE_MACHINE_INFO", "WANDB_DISABLE_GIT"):
+        monkeypatch.setenv(var, "true")  # less work per tracked trial on a busy machine
+    monkeypatch.setenv("WANDB__SAVE_REQUIREMENTS", "false")
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     spec = load_spec(spec_path)
@@ -90,6 +103,14 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     assert ok.data.tags["w2sray_stage"] == "gt" and ok.info.status == "FINISHED"
     assert ok.data.metrics["acc"] == m["acc"]
     assert tracked[str([broken_gt.key])].info.status == "FAILED"
+    # W&B, offline without an API key: an offline run per trial, with its config and metrics
+    runs = _wandb_offline_runs(tmp_path / "wandb_dir" / "wandb")
+    wb = {str(r["config"]["runs"]): r for r in runs}
+    assert len(runs) == 2 and set(wb) == set(tracked)
+    ok = wb[str([strong_gt.key])]
+    assert (ok["project"], ok["group"], ok["tags"]) == ("w2s-itest", "failing", ["stage:gt"])
+    assert ok["summary"]["acc"] == m["acc"]
+    assert "acc" not in wb[str([broken_gt.key])]["summary"]
 
     assert main(["report", spec.storage]) == 0
     with open(os.path.join(spec.storage, "report", "summary.md")) as fh:
@@ -109,8 +130,56 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     with open(metrics, "r+") as fh:
         fh.truncate(10)
     assert not store.is_complete(strong_gt.key)
-    again = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
+    # (the rerun without W&B: each tracked trial starts two more Ray workers, for its result
+    # queue and its logging actor, and this suite runs on 2 cores)
+    again = execute(
+        dataclasses.replace(spec, tracking={"mlflow": spec.tracking["mlflow"]}),
+        plan,
+        Store(spec.storage),
+        printer=lambda s: None,
+    )
     assert sorted(again.done) == sorted([broken_gt.key, strong_gt.key, transfer.key])
     assert again.failed == {} and again.skipped == []
     assert all(store.is_complete(r.key) for r in plan.all_runs())
     assert store.failures() == []
+
+
+def _wandb_offline_runs(root) -> list[dict]:
+    """The offline runs W&B wrote under ``root`` (WANDB_DIR/wandb), read from each run's
+    transaction log (run-<id>.wandb: W&B's header, then leveldb-log framed Record protobufs;
+    wandb 0.31 writes no config.yaml or wandb-summary.json offline, nor ships a reader):
+    project, group, tags, and the config and summary as the updates leave them."""
+    import struct
+
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    block, header = 32768, 7
+    runs = []
+    for path in sorted(root.glob("offline-run-*/run-*.wandb")):
+        data = path.read_bytes()
+        assert struct.unpack("<4sHB", data[:header]) == (b":W&B", 0xBEE1, 0)
+        run = {"config": {}, "summary": {}}
+        pos, payload = header, b""
+        while pos + header <= len(data):
+            if block - pos % block < header:  # a block's tail too short for a record header
+                pos += block - pos % block
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos : pos + header])
+            payload += data[pos + header : pos + header + length]
+            pos += header + length
+            if kind not in (1, 4):  # FULL or LAST ends a record; FIRST and MIDDLE continue it
+                continue
+            record, payload = Record.FromString(payload), b""
+            which = record.WhichOneof("record_type")
+            if which == "run":
+                r = record.run
+                run.update(project=r.project, group=r.run_group, tags=list(r.tags))
+                updates = [("config", u) for u in r.config.update]
+            elif which in ("config", "summary"):
+                updates = [(which, u) for u in getattr(record, which).update]
+            else:
+                updates = []
+            for part, u in updates:
+                run[part][u.key or "/".join(u.nested_key)] = json.loads(u.value_json)
+        runs.append(run)
+    return runs

@@ -1,14 +1,13 @@
 """Experiment tracking (spec ``tracking:``, w2sray/tracking.py): the spec's checks, the Tune
 callbacks a stage gets, and that tracking never changes a run's key. A sweep tracked in a real
-MLflow store: tests/test_sweep_integration.py."""
+MLflow store and in W&B offline runs: tests/test_sweep_integration.py."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import pytest
 import yaml
 
+from w2sray import tracking
 from w2sray.cli import main
 from w2sray.runs import plan_sweep
 from w2sray.spec import SpecError, parse_spec
@@ -21,7 +20,6 @@ RAW = {
     "models": ["w2s-tiny-1", "w2s-tiny-2"],
     "methods": ["xent"],
 }
-HAS_WANDB = importlib.util.find_spec("wandb") is not None
 
 
 @pytest.mark.parametrize(
@@ -42,8 +40,9 @@ def test_bad_tracking_names_the_field(tracking, field, words):
     assert any(p.startswith(field) and words in p for p in err.value.problems), err.value.problems
 
 
-@pytest.mark.skipif(HAS_WANDB, reason="checks the error when wandb is not installed")
-def test_missing_tracker_package_exits_2_naming_the_extra(tmp_path, capsys):
+def test_missing_tracker_package_exits_2_naming_the_extra(tmp_path, capsys, monkeypatch):
+    # wandb is installed (the dev extra): the check looks for a package that is not
+    monkeypatch.setitem(tracking.PACKAGES, "wandb", "w2sray_no_such_package")
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({**RAW, "tracking": {"wandb": {"project": "w2s"}}}))
     assert main(["plan", str(path)]) == 2
@@ -60,6 +59,23 @@ def test_stage_callbacks_carry_the_sweep_and_stage():
     assert cb.experiment_name == "tracked"  # default: the sweep's name
     assert cb.tags == {"w2sray_sweep": "tracked", "w2sray_stage": "transfer", "team": "a"}
     assert tracking_callbacks({}, "tracked", "gt") == []
+
+
+def test_offline_wandb_needs_no_api_key_and_passes_the_env_on(monkeypatch, tmp_path):
+    """Ray's callback asks for an API key unless WANDB_MODE is offline; the spec's mode is
+    enough. The driver's WANDB_* reach each trial's logging actor with wandb.init's arguments."""
+    from ray.air.integrations.wandb import WandbLoggerCallback
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    tracked = {"wandb": {"project": "w2s", "mode": "offline", "tags": ["a"]}}
+    spec = parse_spec({**RAW, "tracking": tracked})
+    (cb,) = tracking_callbacks(spec.tracking, spec.name, "gt")
+    assert isinstance(cb, WandbLoggerCallback)
+    assert (cb.project, cb.group, cb.kwargs["tags"]) == ("w2s", "tracked", ["a", "stage:gt"])
+    cb.setup()
+    assert cb.kwargs["mode"] == "offline" and cb.kwargs["w2sray_env"]["WANDB_DIR"] == str(tmp_path)
 
 
 def test_tracking_never_changes_a_run_key():

@@ -10,7 +10,9 @@ Tracking never changes a run's key: it is how results are watched, not what they
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
 from typing import Any
 
 # tracker -> {option: (type names accepted, description)}; the extra that installs it
@@ -84,11 +86,9 @@ def tracking_callbacks(tracking: dict[str, Any], sweep: str, stage: str) -> list
         )
     wandb = tracking.get("wandb")
     if wandb is not None:
-        from ray.air.integrations.wandb import WandbLoggerCallback
-
         extra = {k: wandb[k] for k in ("entity", "mode") if k in wandb}
         callbacks.append(
-            WandbLoggerCallback(
+            _wandb_callback_class()(
                 project=wandb["project"],
                 group=wandb.get("group") or sweep,
                 tags=[*wandb.get("tags", []), f"stage:{stage}"],
@@ -96,3 +96,34 @@ def tracking_callbacks(tracking: dict[str, Any], sweep: str, stage: str) -> list
             )
         )
     return callbacks
+
+
+@functools.cache
+def _wandb_callback_class() -> type:
+    """Tune's WandbLoggerCallback, with two fixes (imported only when a spec tracks in W&B):
+
+    - ``mode: offline`` / ``disabled`` needs no API key. Ray's callback asks for one unless the
+      driver's WANDB_MODE says offline, so an offline sweep without ``wandb login`` would fail
+      at its first stage.
+    - The driver's ``WANDB_*`` variables (WANDB_DIR, WANDB_BASE_URL, WANDB_API_KEY, ...) reach
+      the logging actors: they run in Ray worker processes, whose environment is the cluster's,
+      not the driver's (Ray forwards WANDB_API_KEY only).
+    """
+    from ray.air.integrations.wandb import WandbLoggerCallback, _WandbLoggingActor
+
+    class LoggingActor(_WandbLoggingActor):
+        def __init__(self, *args: Any, w2sray_env: dict | None = None, **kwargs: Any) -> None:
+            os.environ.update(w2sray_env or {})  # its own worker process (an actor per trial)
+            super().__init__(*args, **kwargs)
+
+    class Callback(WandbLoggerCallback):
+        _logger_actor_cls = LoggingActor
+
+        def setup(self, *args: Any, **kwargs: Any) -> None:
+            if self.kwargs.get("mode") not in ("offline", "disabled"):
+                super().setup(*args, **kwargs)  # finds the API key; project and group are set
+            # passed on to each trial's LoggingActor with wandb.init's arguments
+            env = {k: v for k, v in os.environ.items() if k.startswith("WANDB_")}
+            self.kwargs["w2sray_env"] = env
+
+    return Callback
