@@ -162,6 +162,7 @@ DATA_AND_TRAIN_MUTATIONS = {
     "gradient_checkpointing": lambda r: r["train"].update(gradient_checkpointing=True),
     "select": lambda r: r["train"].update(select={"every": 5}),
     "lora": lambda r: r["train"].update(lora={"r": 4}),
+    "probe": lambda r: r["train"].update(probe={}),  # more in tests/test_probes.py
 }
 
 

@@ -15,6 +15,9 @@ WEAK_LABELS = "weak_labels.parquet"  # id, p1 on split B: the labels a transfer 
 VAL_PREDICTIONS = "val_predictions.parquet"  # a search trial's: weak, label, p1 on its val part
 ADAPTER = "adapter.pt"  # a LoRA run's trained parameters (adapters and head, by name)
 MODEL_DIR = "model"  # a pretraining run's model folder (save_pretrained), loaded by its users
+# a features run's pooled backbone features of splits A, B and test, with their ids and labels
+# (w2sray/train/features.py), read by every probe run of its model and dataset
+FEATURES = "features.npz"
 
 
 def record_files(

@@ -145,13 +145,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
             counts[status] += 1
             note = " (failed before)" if status == "todo" and r.key in failed else ""
             res = r.resources
+            how = (
+                f"probe:{r.train['probe']['head']}"
+                if r.train.get("probe")
+                else f"zero{res['zero_stage']}"
+            )
             print(
                 f"{stage:9} {r.key:27} {r.dataset['name']:10} {r.weak_model or '-':12} "
                 f"{r.model['name']:12} {r.variant:34} {r.seed:4} {status}{note}"
-                f"  [{res['workers']}w zero{res['zero_stage']}]"
+                f"  [{res['workers']}w {how}]"
             )
     n_gt = len(plan.gt)
     pre = f"{len(plan.pretrain)} pretraining, " if plan.pretrain else ""
+    if plan.features:
+        pre += f"{len(plan.features)} features (for probes), "
     print(
         f"\n{len(plan.all_runs())} runs: {pre}{n_gt} ground-truth "
         f"(= {len(spec.datasets)} datasets x {len(spec.models)} models x {len(spec.seeds)} seeds),"
@@ -333,7 +340,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = plan_sweep(spec)
     store = Store(spec.storage)
     print(
-        f"sweep {spec.name}: {len(plan.pretrain)} pretraining runs, {len(plan.gt)} ground-truth"
+        f"sweep {spec.name}: {len(plan.pretrain)} pretraining runs, "
+        + (f"{len(plan.features)} features runs, " if plan.features else "")
+        + f"{len(plan.gt)} ground-truth"
         f" runs, {len(plan.transfer)} transfer runs, {len(plan.searches)} searches"
         f" -> {spec.storage}",
         flush=True,

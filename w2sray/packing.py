@@ -6,9 +6,11 @@ transfer runs of small models train for a few seconds (benchmarks/RESULTS.md sec
 10). A pack pays it once. Each run in a pack keeps its own key, model, DeepSpeed engine,
 artifacts and failure record (w2sray/train/pack.py); a run that raises fails alone.
 
-What is packed: ground-truth and transfer runs with the same resources whose estimated cost
-(parameters x training examples x epochs) is at most ``max_cost``, in packs of at most
-``max_runs``, never so few packs that the stage runs fewer trials at once than it could.
+What is packed: ground-truth, transfer and features runs with the same resources whose
+estimated cost (parameters x training examples x epochs) is at most ``max_cost``, in packs
+of at most ``max_runs``, never so few packs that the stage runs fewer trials at once than it
+could. Probe runs (a head on cached features, about a second each) go in packs of up to
+PROBE_PACK_RUNS whatever the slots: one worker group's start-up instead of several.
 Not packed: pretraining runs and runs above ``max_cost`` (long: start-up is a small share),
 search trials, and runs of a model of unknown size. With ``max_failures``, a pack whose worker
 group dies restarts: its finished runs are skipped and the run in progress resumes from its
@@ -28,6 +30,7 @@ from w2sray.runs import Run
 MAX_RUNS = 4
 MAX_COST = 1e11  # e.g. a 17M-parameter encoder on 3,000 examples for 2 epochs is 1e11
 DEFAULTS = {"max_runs": MAX_RUNS, "max_cost": MAX_COST}
+PROBE_PACK_RUNS = 64  # probe runs (train.probe) per pack, when packing is on (max_runs > 1)
 
 
 def model_params(model: dict[str, Any]) -> int | None:
@@ -48,16 +51,23 @@ def _params(source: str, trust_remote_code: bool) -> int | None:
 
 
 def run_cost(run: Run) -> float | None:
-    """Parameters x training examples x epochs (None: model size unknown)."""
+    """Parameters x training examples x epochs (None: model size unknown). A features run:
+    a forward pass (a third of a training step) over its three splits. A probe run: 0, a head
+    on cached features is cheap whatever the backbone."""
+    if run.train.get("probe"):
+        return 0.0
     params = model_params(run.model)
     if params is None:
         return None
+    if run.kind == "features":
+        d = run.dataset
+        return float(params) * (d.get("n_gt", 0) + d.get("n_weak", 0) + d.get("n_test", 0)) / 3
     examples = run.dataset.get("n_gt" if run.kind == "gt" else "n_weak", 0)
     return float(params) * examples * float(run.train.get("epochs", 1))
 
 
 def packable(run: Run, max_cost: float) -> bool:
-    if run.kind not in ("gt", "transfer"):
+    if run.kind not in ("gt", "transfer", "features"):
         return False
     cost = run_cost(run)
     return cost is not None and cost <= max_cost
@@ -71,8 +81,11 @@ def make_packs(
     ``slots`` trials while there are that many runs (packing never idles a slot)."""
     singles: list[list[Run]] = []
     groups: dict[str, list[Run]] = {}
+    probes: dict[str, list[Run]] = {}
     for run in runs:
-        if max_runs > 1 and packable(run, max_cost):
+        if max_runs > 1 and run.train.get("probe"):
+            probes.setdefault(json.dumps(run.resources, sort_keys=True), []).append(run)
+        elif max_runs > 1 and packable(run, max_cost):
             groups.setdefault(json.dumps(run.resources, sort_keys=True), []).append(run)
         else:
             singles.append([run])
@@ -80,6 +93,10 @@ def make_packs(
     for group in groups.values():
         size = max(1, min(max_runs, math.ceil(len(group) / max(1, slots))))
         packs += [group[i : i + size] for i in range(0, len(group), size)]
+    # Probe runs train a head for about a second: a second worker group's start-up costs more
+    # than the slot it would fill, so they fill packs of PROBE_PACK_RUNS whatever the slots.
+    for group in probes.values():
+        packs += [group[i : i + PROBE_PACK_RUNS] for i in range(0, len(group), PROBE_PACK_RUNS)]
     return packs + singles
 
 

@@ -13,7 +13,13 @@ defaults included, so changing a default in code changes exactly the keys that r
 - the loss and its params with the loss's defaults merged (resolved_loss_params), the training
   settings (already complete), the seed, the upstream run's key;
 - versions: RESULT_VERSION (the whole training loop), PART_VERSIONS[kind] (and "generative"
-  when used), and the loss's and dataset's registry ``version``.
+  or "probe" when used), and the loss's and dataset's registry ``version``.
+
+A probe run (``train.probe``) is a gt or transfer run that also hashes its ``features`` run's
+key; its ``train`` holds only what a probe uses (the probe settings, ``max_length`` and
+``dtype`` through its features, ``select``), so fine-tuning settings do not retrain it. A
+features run hashes the model and dataset content, ``max_length``, ``dtype`` and
+``eval_batch_size``, never a seed, method or loss: one per model and dataset, reused by all.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ PART_VERSIONS: dict[str, int] = {
     "search": 1,
     "generative": 1,
     "pretrain": 1,
+    "features": 1,  # the features run (w2sray/train/features.py)
+    "probe": 1,  # probe gt / transfer runs (w2sray/train/probe.py)
 }
 
 GT_METHOD = "ground_truth"
@@ -44,8 +52,9 @@ GT_METHOD = "ground_truth"
 
 @dataclass(frozen=True)
 class Run:
-    # "pretrain": self-supervised, on a corpus; "gt": split A, ground truth; "transfer": split
-    # B, weak labels; "search": a search trial
+    # "pretrain": self-supervised, on a corpus; "features": a model's pooled features of a
+    # dataset (for probes); "gt": split A, ground truth; "transfer": split B, weak labels;
+    # "search": a search trial
     kind: str
     dataset: dict[str, Any]  # a pretraining run: its corpus (w2sray.data.corpus.corpus_dict)
     # name, source, revision, pooling, trust_remote_code; "pretrain": the pretraining run's key
@@ -58,6 +67,7 @@ class Run:
     upstream: tuple[str, ...] = ()  # the run whose split-B predictions are the training labels
     generative: dict[str, Any] = field(default_factory=dict)  # LM fine-tuning first (if set)
     val_frac: float = 0.0  # search trials: share of split B held out for validation
+    features: str | None = None  # a probe run: the features run whose arrays it trains on
     # Not part of the key:
     method: str = GT_METHOD
     weak_model: str | None = None
@@ -89,6 +99,8 @@ class Run:
         }
         if self.generative:
             versions["generative"] = PART_VERSIONS["generative"]
+        if self.train.get("probe"):
+            versions["probe"] = PART_VERSIONS["probe"]
         content = {
             "version": RESULT_VERSION,
             "versions": versions,
@@ -109,11 +121,16 @@ class Run:
             content["generative"] = self.generative
         if self.val_frac:
             content["val_frac"] = self.val_frac
+        if self.features:
+            content["features"] = self.features
         return content
 
     @property
     def needs(self) -> tuple[str, ...]:
-        """The runs whose results this run reads: its upstream, and its pretraining run."""
+        """The runs whose results this run reads: its upstream, its pretraining run, and a
+        probe's features run (which itself needs the pretraining run)."""
+        if self.features:
+            return (*self.upstream, self.features)
         pre = self.model.get("pretrain")
         return (*self.upstream, pre) if pre else self.upstream
 
@@ -151,6 +168,7 @@ class Run:
             "depth": self.depth,
             "weak_key": self.weak_key or (self.upstream[0] if self.upstream else None),
             "ceiling_key": self.ceiling_key,
+            **({"probe": self.train["probe"]["head"]} if self.train.get("probe") else {}),
         }
 
     def _searched_lr(self) -> dict[str, Any]:
@@ -215,15 +233,24 @@ def _model_dict(m: Any, pretrain_key: str | None = None) -> dict[str, Any]:
 
 
 def train_settings(t: Any, source: str | None = None) -> dict[str, Any]:
-    """A run's training settings as its key hashes them: ``select`` and ``lora`` with their
-    defaults merged, each left out when off (so keys from before they existed stay the same).
-    ``lora.target_modules: auto`` becomes the family's list where ``source`` (the model's)
-    tells the family (w2sray/models/lora.py family_targets)."""
+    """A run's training settings as its key hashes them: ``select``, ``lora`` and ``probe``
+    with their defaults merged, each left out when off (so keys from before they existed stay
+    the same). ``lora.target_modules: auto`` becomes the family's list where ``source`` (the
+    model's) tells the family (w2sray/models/lora.py family_targets). A probe run keeps only
+    the fields a probe uses (PROBE_TRAIN_FIELDS): the fine-tuning settings do not touch it."""
     from w2sray.models.lora import family_targets
     from w2sray.models.lora import resolved as resolved_lora
+    from w2sray.train.probe import resolved as resolved_probe
     from w2sray.train.select import DEFAULTS
 
     d = asdict(t)
+    if d.get("probe") is not None:
+        probe = resolved_probe(d["probe"], d["batch_size"])
+        kept = {k: d[k] for k in PROBE_TRAIN_FIELDS}
+        if d.get("select") is not None:
+            kept["select"] = {**DEFAULTS, **d["select"]}
+        return {"probe": probe, **kept}
+    d.pop("probe", None)
     if d.get("select") is None:
         d.pop("select", None)
     else:
@@ -233,6 +260,44 @@ def train_settings(t: Any, source: str | None = None) -> dict[str, Any]:
     else:
         d["lora"] = resolved_lora(d["lora"], family_targets(source) if source else None)
     return d
+
+
+# What a probe run's ``train`` keeps besides ``probe`` and ``select`` (max_length and dtype:
+# what its features were computed with; also in its features run's key).
+PROBE_TRAIN_FIELDS = ("max_length", "dtype")
+
+
+def features_run(model: dict[str, Any], dataset: dict[str, Any], t: Any, resources: dict) -> Run:
+    """The features run of a model (``_model_dict``) on a dataset (``_dataset_dict``) under
+    training settings ``t`` (TrainSettings): keyed by their content, ``max_length``, ``dtype``
+    and ``eval_batch_size`` only. Seed 0: a built-in model without pretraining is a random
+    backbone, the same one for every probe of every seed."""
+    return Run(
+        kind="features",
+        dataset=dataset,
+        model=model,
+        loss="features",
+        loss_params={},
+        train={"max_length": t.max_length, "dtype": t.dtype, "eval_batch_size": t.eval_batch_size},
+        seed=0,
+        method="features",
+        label=f"features(pooling={model['pooling']},max_length={t.max_length})",
+        resources=resources,
+    )
+
+
+def probe_resources(resources: dict[str, Any]) -> dict[str, Any]:
+    """A probe run's layout: one CPU worker (a head on cached features needs no GPU, no data
+    parallelism and no checkpoints: a failed probe reruns in seconds), the model's CPUs."""
+    return {
+        **resources,
+        "workers": 1,
+        "gpus_per_worker": 0.0,
+        "zero_stage": 0,
+        "offload": False,
+        "max_failures": 0,
+        "checkpoint_every": 0,
+    }
 
 
 def _pretrain_run(m: Any, resources: dict[str, Any]) -> Run:
@@ -324,12 +389,15 @@ class Plan:
     searches: tuple[Search, ...] = ()
     rows: tuple[dict[str, Any], ...] | None = None
     pretrain: tuple[Run, ...] = ()  # self-supervised pretraining, before everything else
+    features: tuple[Run, ...] = ()  # probes' cached features, after pretraining, before gt
 
     @property
     def stages(self) -> list[tuple[str, tuple[Run, ...]]]:
         out: list[tuple[str, tuple[Run, ...]]] = (
             [("pretrain", self.pretrain)] if self.pretrain else []
         )
+        if self.features:
+            out.append(("features", self.features))
         out.append(("gt", self.gt))
         for depth in sorted({max(1, r.depth) for r in self.transfer}):
             runs = tuple(r for r in self.transfer if max(1, r.depth) == depth)
@@ -337,7 +405,7 @@ class Plan:
         return out
 
     def all_runs(self) -> list[Run]:
-        return [*self.pretrain, *self.gt, *self.transfer]
+        return [*self.pretrain, *self.features, *self.gt, *self.transfer]
 
     def manifest_rows(self) -> list[dict[str, Any]]:
         if self.rows is None:
@@ -379,6 +447,19 @@ def plan_sweep(spec: SweepSpec) -> Plan:
         m.name: _model_dict(m, pretrain[m.name].key if m.name in pretrain else None)
         for m in spec.models
     }
+    features: dict[str, Run] = {}
+
+    def settings(m: Any, ds_dict: dict[str, Any]) -> dict[str, Any]:
+        """A gt / transfer run's train, resources and (a probe's) features run key."""
+        t, res = spec.train_for(m), asdict(spec.resources_for(m))
+        out = {"train": train_settings(t, m.source), "resources": res}
+        if t.probe is not None:  # one features run per (model, dataset, max_length, dtype)
+            feat = features_run(model_dicts[m.name], ds_dict, t, res)
+            features.setdefault(feat.key, feat)
+            rows.setdefault((feat.key, feat.method), feat.describe())
+            out.update(features=feat.key, resources=probe_resources(res))
+        return out
+
     for ds in spec.datasets:
         ds_dict = _dataset_dict(ds)
         for seed in spec.seeds:
@@ -389,9 +470,8 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                     model=model_dicts[m.name],
                     loss="xent",
                     loss_params={},
-                    train=train_settings(spec.train_for(m), m.source),
                     seed=seed,
-                    resources=asdict(spec.resources_for(m)),
+                    **settings(m, ds_dict),
                 )
                 gt[(ds.name, m.name, seed)] = run
                 rows.setdefault((run.key, GT_METHOD), run.describe())
@@ -409,9 +489,6 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                                 model=model_dicts[name],
                                 loss=method.loss,
                                 loss_params=params,
-                                train=train_settings(
-                                    spec.train_for(models[name]), models[name].source
-                                ),
                                 seed=seed,
                                 upstream=(prev,),
                                 generative=gen,
@@ -420,7 +497,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                                 weak_key=weak_key if name == strong else None,
                                 ceiling_key=gt[(ds.name, name, seed)].key,
                                 depth=depth,
-                                resources=asdict(spec.resources_for(models[name])),
+                                **settings(models[name], ds_dict),
                             )
                             prev = run.key
                             if method.search is not None:
@@ -445,6 +522,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     unique_gt = {r.key: r for r in gt.values()}
     return Plan(
         pretrain=tuple({r.key: r for r in pretrain.values()}.values()),
+        features=tuple(features.values()),
         gt=tuple(unique_gt.values()),
         transfer=tuple(transfers.values()),
         searches=tuple(searches.values()),

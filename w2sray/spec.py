@@ -46,6 +46,10 @@ class TrainSettings:
     # LoRA adapters on the backbone through peft (w2sray/models/lora.py): {r, alpha, dropout,
     # target_modules: auto | [names]}; None: full fine-tuning. The head always trains in full.
     lora: dict[str, Any] | None = None
+    # A linear probe on cached features (w2sray/train/probe.py): the backbone frozen, its pooled
+    # features computed once by a ``features`` run, only a 2-way head trained: {head: linear |
+    # logreg, epochs, lr, weight_decay, batch_size}; None: fine-tuning.
+    probe: dict[str, Any] | None = None
 
 
 DTYPES = ("auto", "fp32", "bf16")
@@ -362,6 +366,18 @@ def _check_train(chk: _Checker, t: TrainSettings, where: str) -> None:
         for problem in check_lora(t.lora, f"{where}.lora"):
             field_name, _, msg = problem.partition(": ")
             chk.bad(field_name, msg)
+    if t.probe is not None:
+        from w2sray.train.probe import check as check_probe
+
+        for problem in check_probe(t.probe, f"{where}.probe"):
+            field_name, _, msg = problem.partition(": ")
+            chk.bad(field_name, msg)
+        if t.lora is not None:
+            chk.bad(
+                f"{where}.probe",
+                "a probe trains only a head on the frozen backbone's cached features, "
+                "train.lora adapts the backbone: set one of them (probe: null or lora: null)",
+            )
 
 
 def _check_select(chk: _Checker, select: Any, where: str) -> None:
@@ -520,6 +536,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
 
     models = []
     lora_models = []  # models trained with LoRA (generative fine-tuning refuses them)
+    probe_models = []  # models trained as probes (generative fine-tuning, searches refuse them)
     raw_models = top.get("models")
     if not isinstance(raw_models, list) or len(raw_models) < 2:
         chk.bad("models", "required: a list of at least 2 models (the ladder, weakest first)")
@@ -552,6 +569,8 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
             _check_train(chk, mt, f"{where}.train")
             if mt.lora is not None:
                 lora_models.append(model.name)
+            if mt.probe is not None:
+                probe_models.append(model.name)
             _check_resources(chk, replace(resources, **model.resources), mt, f"{where}.resources")
             workers = replace(resources, **model.resources).workers
             if model.pretrain is not None and workers >= 1 and model.pretrain.batch_size % workers:
@@ -597,6 +616,21 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
                 "generative fine-tuning cannot be combined with train.lora (set for "
                 f"{', '.join(lora_models)}): LoRA trains the classifier's backbone only; drop "
                 "one of them",
+            )
+        # Probe students (a probe supervisor's weak labels train any student as usual)
+        probed = _probe_students(method, [mo.name for mo in models], probe_models)
+        if probed and method.generative is not None:
+            chk.bad(
+                f"{where}.generative",
+                "generative fine-tuning trains the backbone, which train.probe freezes (set for "
+                f"students {', '.join(probed)}): drop generative, or probe: null for them",
+            )
+        if probed and method.search is not None:
+            chk.bad(
+                f"{where}.search",
+                "searches are not supported on probes (train.probe set for students "
+                f"{', '.join(probed)}): grid the loss params instead (a list in params), or "
+                "probe: null for them",
             )
         methods.append(method)
     _no_dupes(chk, "methods", [m.name for m in methods])
@@ -644,6 +678,17 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         source_path=path,
         train_written=train_written,
     )
+
+
+def _probe_students(method: MethodSpec, ladder: list[str], probe_models: list[str]) -> list[str]:
+    """The models of ``probe_models`` that ``method`` trains on weak labels."""
+    from w2sray.runs import _pairs
+
+    try:
+        students = {name for path in _pairs(method, ladder) for name in path[1:]}
+    except ValueError:  # a bad pair or chain: reported by _check_method_extras
+        return []
+    return [m for m in probe_models if m in students]
 
 
 def _packing_defaults() -> dict[str, Any]:

@@ -439,13 +439,19 @@ def run_searches(
 
 
 def _blocked(run: Run, store: Store, out: Outcome) -> str | None:
-    """Why ``run`` cannot start: the first run it needs (its upstream, its model's pretraining)
-    that failed or has no result; None when it can."""
+    """Why ``run`` cannot start: the first run it needs (its upstream, its model's pretraining,
+    a probe's features run) that failed or has no result; None when it can."""
     for need in run.needs:
         if need in out.done or need in out.skipped or need in out.elsewhere:  # checked complete
             continue
         if need in out.failed or not store.is_complete(need):
-            role = "pretraining" if need == run.model.get("pretrain") else "upstream"
+            role = (
+                "pretraining"
+                if need == run.model.get("pretrain")
+                else "features"
+                if need == run.features
+                else "upstream"
+            )
             return f"{role} run {need} has no result"
     return None
 

@@ -58,6 +58,20 @@ class W2SClassifier(nn.Module):
     def body(self) -> nn.Module:
         return self.lm.base_model if self.has_lm else self.backbone
 
+    def _position_kwargs(self, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.takes_position_ids:
+            return {}
+        # Positions count real tokens only, so left padding does not shift them (HF models
+        # default to 0..T-1 whatever the mask). Same positions as the default when right-padded.
+        return {"position_ids": (attention_mask.long().cumsum(-1) - 1).clamp_min(0)}
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone output [B, H] the head reads: what a probe's cached features
+        are (w2sray/train/features.py), computed exactly as in ``forward``."""
+        kwargs = self._position_kwargs(attention_mask)
+        out = self.body()(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -65,21 +79,15 @@ class W2SClassifier(nn.Module):
         lm_loss: bool = False,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        kwargs = {}
-        if self.takes_position_ids:
-            # Positions count real tokens only, so left padding does not shift them (HF models
-            # default to 0..T-1 whatever the mask). Same positions as the default when right-padded.
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         if lm_loss:
             return self.lm(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 # a masked LM's targets come with its masked inputs; a causal LM's are its inputs
                 labels=lm_labels(input_ids, attention_mask) if labels is None else labels,
-                **kwargs,
+                **self._position_kwargs(attention_mask),
             ).loss
-        out = self.body()(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-        pooled = pool(out.last_hidden_state, attention_mask, self.pooling)
+        pooled = self.pooled(input_ids, attention_mask)
         # The head runs in its own dtype (float32 unless DeepSpeed's bf16 cast the whole model),
         # whatever the backbone's; the losses compute in float32 either way (w2sray/losses.py).
         return self.head(pooled.to(self.head.weight.dtype))

@@ -14,12 +14,18 @@ from typing import Any
 # kind -> "module:function"; a kind not listed trains with the fine-tuning loop.
 ENTRY_POINTS: dict[str, str] = {
     "pretrain": "w2sray.train.pretrain:pretrain_loop_per_worker",
+    "features": "w2sray.train.features:features_loop_per_worker",
 }
 DEFAULT_ENTRY = "w2sray.train.loop:train_loop_per_worker"
+# A gt or transfer run with ``train.probe`` trains a head on its features run's stored arrays.
+PROBE_ENTRY = "w2sray.train.probe:probe_loop_per_worker"
 
 
 def entry_for(run: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     """The entry point of ``run`` (a Run.to_config() dict): called with
     {"run": run, "store": uri} on every worker."""
-    module, name = ENTRY_POINTS.get(run["kind"], DEFAULT_ENTRY).split(":")
+    if run["train"].get("probe"):
+        module, name = PROBE_ENTRY.split(":")
+    else:
+        module, name = ENTRY_POINTS.get(run["kind"], DEFAULT_ENTRY).split(":")
     return getattr(importlib.import_module(module), name)
