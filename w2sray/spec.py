@@ -465,16 +465,46 @@ def load_spec(path: str | Path, storage_override: str | None = None) -> SweepSpe
 
 
 def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = None) -> SweepSpec:
-    """Validate an already-parsed YAML document (see load_spec)."""
-    from w2sray.data import DATASETS, validate_dataset_params
-    from w2sray.losses import LOSSES, validate_loss_params
-    from w2sray.models import resolve_model_source
-
+    """Validate an already-parsed YAML document (see load_spec): one function per section,
+    each recording its problems (``field: message``) so that all of them are reported at once."""
     chk = _Checker()
     top = chk.mapping(raw, "(top level)")
     if top is None:
         raise SpecError(path, chk.problems)
-    allowed = {
+    _check_known_fields(chk, top)
+    name, storage = _parse_name_and_storage(chk, top, storage_override)
+    train, train_written, resources = _parse_defaults(chk, top)
+    datasets = _parse_datasets(chk, top)
+    models, lora_models, probe_models = _parse_models(
+        chk, top, datasets, train, train_written, resources
+    )
+    methods = _parse_methods(chk, top, [m.name for m in models], lora_models, probe_models)
+    seeds = _parse_seeds(chk, top)
+    mct, packing = _parse_run_options(chk, top)
+
+    # Deduplicate the problems (a bad grid reports once, not once per grid point).
+    problems = list(dict.fromkeys(chk.problems))
+    if problems:
+        raise SpecError(path, problems)
+    return SweepSpec(
+        name=name,
+        storage=storage,
+        datasets=tuple(datasets),
+        models=tuple(models),
+        methods=tuple(methods),
+        seeds=tuple(seeds),
+        train=train,
+        resources=resources,
+        max_concurrent_trials=mct,
+        tracking=dict(top.get("tracking") or {}),
+        packing=packing,
+        source_path=path,
+        train_written=train_written,
+    )
+
+
+TOP_FIELDS = frozenset(
+    {
         "name",
         "storage",
         "datasets",
@@ -488,10 +518,18 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         "packing",
         "description",
     }
-    for key in top:
-        if key not in allowed:
-            chk.bad(str(key), f"unknown field (known: {', '.join(sorted(allowed))})")
+)
 
+
+def _check_known_fields(chk: _Checker, top: dict[str, Any]) -> None:
+    for key in top:
+        if key not in TOP_FIELDS:
+            chk.bad(str(key), f"unknown field (known: {', '.join(sorted(TOP_FIELDS))})")
+
+
+def _parse_name_and_storage(
+    chk: _Checker, top: dict[str, Any], storage_override: str | None
+) -> tuple[Any, Any]:
     name = top.get("name")
     if not isinstance(name, str) or not name.strip():
         chk.bad("name", "required: a non-empty string")
@@ -500,7 +538,14 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
     storage = storage_override or top.get("storage")
     if not isinstance(storage, str) or not storage.strip():
         chk.bad("storage", "required: a local path or s3:// / gs:// URI (or pass --store)")
+    return name, storage
 
+
+def _parse_defaults(
+    chk: _Checker, top: dict[str, Any]
+) -> tuple[TrainSettings, frozenset[str], Resources]:
+    """The sweep's ``train`` and ``resources`` (every model's, unless it overrides them), and
+    which training fields the spec wrote (those win over a model family's defaults table)."""
     train_raw = chk.mapping(top.get("train"), "train")
     train = chk.dataclass_from(TrainSettings, train_raw or {}, "train") or TrainSettings()
     _check_train(chk, train, "train")
@@ -508,6 +553,11 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
     res_raw = chk.mapping(top.get("resources"), "resources")
     resources = chk.dataclass_from(Resources, res_raw or {}, "resources") or Resources()
     _check_resources(chk, resources, train, "resources")
+    return train, train_written, resources
+
+
+def _parse_datasets(chk: _Checker, top: dict[str, Any]) -> list[DatasetSpec]:
+    from w2sray.data import DATASETS, validate_dataset_params
 
     datasets = []
     raw_ds = top.get("datasets")
@@ -533,6 +583,20 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
             _range(chk, f"{where}.{n}", getattr(ds, n), 2)
         datasets.append(ds)
     _no_dupes(chk, "datasets", [d.name for d in datasets])
+    return datasets
+
+
+def _parse_models(
+    chk: _Checker,
+    top: dict[str, Any],
+    datasets: list[DatasetSpec],
+    train: TrainSettings,
+    train_written: frozenset[str],
+    resources: Resources,
+) -> tuple[list[ModelSpec], list[str], list[str]]:
+    """The ladder, and the names of its models trained with LoRA and as probes (some methods
+    refuse them)."""
+    from w2sray.models import resolve_model_source
 
     models = []
     lora_models = []  # models trained with LoRA (generative fine-tuning refuses them)
@@ -580,6 +644,17 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
                 )
         models.append(model)
     _no_dupes(chk, "models", [m.name for m in models])
+    return models, lora_models, probe_models
+
+
+def _parse_methods(
+    chk: _Checker,
+    top: dict[str, Any],
+    ladder: list[str],
+    lora_models: list[str],
+    probe_models: list[str],
+) -> list[MethodSpec]:
+    from w2sray.losses import LOSSES, validate_loss_params
 
     methods = []
     raw_methods = top.get("methods")
@@ -609,7 +684,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         for variant in method.variants():
             for p in validate_loss_params(method.loss, variant):
                 chk.bad(f"{where}.params", p)
-        method = _check_method_extras(chk, method, [mo.name for mo in models], where)
+        method = _check_method_extras(chk, method, ladder, where)
         if method.generative is not None and lora_models:
             chk.bad(
                 f"{where}.generative",
@@ -618,7 +693,7 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
                 "one of them",
             )
         # Probe students (a probe supervisor's weak labels train any student as usual)
-        probed = _probe_students(method, [mo.name for mo in models], probe_models)
+        probed = _probe_students(method, ladder, probe_models)
         if probed and method.generative is not None:
             chk.bad(
                 f"{where}.generative",
@@ -634,7 +709,10 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
             )
         methods.append(method)
     _no_dupes(chk, "methods", [m.name for m in methods])
+    return methods
 
+
+def _parse_seeds(chk: _Checker, top: dict[str, Any]) -> list[Any]:
     seeds = top.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
@@ -647,37 +725,22 @@ def parse_spec(raw: Any, path: str = "<spec>", storage_override: str | None = No
         seeds = []
     elif len(set(seeds)) != len(seeds):
         chk.bad("seeds", f"repeated seed in {seeds!r}")
+    return seeds
+
+
+def _parse_run_options(chk: _Checker, top: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``max_concurrent_trials``, ``packing`` and ``tracking``."""
+    from w2sray.tracking import check_tracking
 
     mct = top.get("max_concurrent_trials")
     if mct is not None and (not isinstance(mct, int) or isinstance(mct, bool) or mct < 1):
         chk.bad("max_concurrent_trials", f"must be a positive integer or absent, got {mct!r}")
 
     packing = _check_packing(chk, top.get("packing"))
-    from w2sray.tracking import check_tracking
-
     for problem in check_tracking(top.get("tracking")):
         field_name, _, msg = problem.partition(": ")
         chk.bad(field_name, msg)
-
-    # Deduplicate the problems (a bad grid reports once, not once per grid point).
-    problems = list(dict.fromkeys(chk.problems))
-    if problems:
-        raise SpecError(path, problems)
-    return SweepSpec(
-        name=name,
-        storage=storage,
-        datasets=tuple(datasets),
-        models=tuple(models),
-        methods=tuple(methods),
-        seeds=tuple(seeds),
-        train=train,
-        resources=resources,
-        max_concurrent_trials=mct,
-        tracking=dict(top.get("tracking") or {}),
-        packing=packing,
-        source_path=path,
-        train_written=train_written,
-    )
+    return mct, packing
 
 
 def _probe_students(method: MethodSpec, ladder: list[str], probe_models: list[str]) -> list[str]:
