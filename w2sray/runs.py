@@ -29,6 +29,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from w2sray.methods import generative
 from w2sray.spec import SweepSpec, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
@@ -41,7 +42,7 @@ PART_VERSIONS: dict[str, int] = {
     "gt": 1,
     "transfer": 1,
     "search": 1,
-    "generative": 1,
+    "generative": generative.VERSION,
     "pretrain": 1,
     "features": 1,  # the features run (w2sray/train/features.py)
     "probe": 1,  # probe gt / transfer runs (w2sray/train/probe.py)

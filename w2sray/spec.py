@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+from w2sray.methods.generative import GenerativeSpec
+from w2sray.methods.generative import check as check_generative
+
 
 class SpecError(ValueError):
     """A spec that cannot run. ``problems`` are ``field: message`` strings."""
@@ -138,15 +141,6 @@ class ModelSpec:
     train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides
     resources: dict[str, Any] = field(default_factory=dict)  # Resources overrides
     pretrain: PretrainSpec | None = None  # written as a mapping in the spec
-
-
-@dataclass(frozen=True)
-class GenerativeSpec:
-    """Generative fine-tuning before the weak-to-strong step: the student first trains with its
-    language-modelling objective on the texts of split B (no labels), then on the weak labels."""
-
-    epochs: float = 1.0  # passes over split B's texts
-    lr: float | None = None  # None: the run's train.lr
 
 
 SEARCH_METRICS = ("weak_val", "gt_val")
@@ -898,21 +892,7 @@ def _check_method_extras(
     for j, chain in enumerate(method.chains):
         names_ok(chain, f"{where}.chains[{j}]", 3)
 
-    gen = method.generative
-    if gen is True:
-        gen = GenerativeSpec()
-    elif gen is False or gen is None:
-        gen = None
-    elif isinstance(gen, dict):
-        gen = chk.dataclass_from(GenerativeSpec, gen, f"{where}.generative")
-        if gen is not None:
-            if gen.epochs <= 0:
-                chk.bad(f"{where}.generative.epochs", f"must be > 0, got {gen.epochs!r}")
-            if gen.lr is not None and gen.lr <= 0:
-                chk.bad(f"{where}.generative.lr", f"must be > 0, got {gen.lr!r}")
-    else:
-        chk.bad(f"{where}.generative", f"must be true, false or a mapping, got {gen!r}")
-        gen = None
+    gen = check_generative(chk, method.generative, f"{where}.generative")
 
     search = method.search
     if search is not None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2sray.artifacts import FEATURES, MODEL_DIR, record_files
+from w2sray.artifacts import FEATURES, record_files
 from w2sray.store import Store
 
 SPLITS = ("gt", "weak", "test")  # split A, split B, test
@@ -71,29 +71,21 @@ def compute_features(
     """The arrays of ``features.npz`` (FEATURE_ARRAYS) for features run ``run`` and its
     metrics. Every rank must call it (the gather is collective)."""
     from w2sray.data import make_splits
-    from w2sray.models import W2SClassifier, load_model
-    from w2sray.models.revisions import model_revision
-    from w2sray.train.loop import Encoded
+    from w2sray.models import W2SClassifier
+    from w2sray.train.steps import Encoded
+    from w2sray.train.worker import load_run_model
     from w2sray.train.zero import resolve_bf16
 
     device = device or torch.device("cpu")
     use_gpu = device.type == "cuda"
     t_start = time.time()
-    train, m, ds = run["train"], run["model"], run["dataset"]
+    train, ds = run["train"], run["dataset"]
     splits = make_splits(
         ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], ds["split_seed"]
     )
     bf16 = resolve_bf16(train["dtype"], use_gpu, use_gpu and torch.cuda.is_bf16_supported())
-    pretrained = m.get("pretrain")  # the pretraining run's stored model, as loop.py loads it
-    loaded = load_model(
-        store.local_folder(pretrained, MODEL_DIR) if pretrained else m["source"],
-        seed=run["seed"],
-        revision=None if pretrained else model_revision(m),
-        pooling=m["pooling"],
-        trust_remote_code=m["trust_remote_code"],
-        dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,
-        corpus=splits.gt_texts,  # built-in models learn their vocabulary from split A
-    )
+    # as the fine-tuning loop loads it; a built-in model learns its vocabulary from split A
+    loaded = load_run_model(run, store, use_gpu, bf16, splits.gt_texts)
     model = W2SClassifier(loaded.backbone, loaded.pooling)
     # bf16 on CPU: the dtype a fine-tuning run's DeepSpeed engine would cast the model to
     model = model.to(device=device, dtype=torch.bfloat16 if bf16 else None).eval()
@@ -140,25 +132,18 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def features_loop_per_worker(config: dict[str, Any]) -> None:
     """``config`` = {"run": Run.to_config() of a "features" run, "store": uri}."""
     import psutil
-    import ray.train
-    import ray.train.torch
 
-    from w2sray.train.gpu_share import limit_gpu_memory
+    from w2sray.train.worker import report, start_worker
 
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    gpu_memory_fraction = limit_gpu_memory(run["resources"], device)
-    torch.manual_seed(run["seed"])
-    arrays, metrics = compute_features(run, store, rank, world, device)
-    metrics.update(t_process_start=process_start, gpu_memory_fraction=gpu_memory_fraction)
-    if rank == 0:
+    w = start_worker(run)
+    arrays, metrics = compute_features(run, store, w.rank, w.world, w.device)
+    metrics.update(t_process_start=process_start, gpu_memory_fraction=w.gpu_memory_fraction)
+    if w.rank == 0:
         data = npz_bytes(arrays)
         metrics["bytes"] = len(data)
         metrics["t_eval_end"] = time.time()
         files = {FEATURES: data, **record_files(run, metrics)}
         store.write_run(run["key"], files)
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    ray.train.report({**numbers, "run_key": run["key"]})
+    report(run, metrics)

@@ -18,46 +18,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from w2sray.artifacts import ADAPTER, MODEL_DIR, record_files
+from w2sray.artifacts import ADAPTER, record_files
 from w2sray.data import make_splits
+from w2sray.methods import generative
 from w2sray.store import Store, parquet_bytes
 from w2sray.train.steps import (
     Encoded,
     _lr_lambda,
     _order,
-    lm_steps,
     predict,
     train_steps,
 )
 from w2sray.train.tasks import TASKS, Evaluation
+from w2sray.train.worker import Worker, load_run_model, report, start_worker
 from w2sray.train.zero import gathered
-
-
-@dataclass
-class Worker:
-    """Where this worker runs: its rank among ``world`` workers and its device."""
-
-    rank: int
-    world: int
-    device: torch.device
-    use_gpu: bool
-    gpu_memory_fraction: float | None  # on a shared GPU: the allocator's cap
-
-
-def _start_worker(run: dict[str, Any]) -> Worker:
-    import ray.train
-    import ray.train.torch
-
-    from w2sray.train.gpu_share import limit_gpu_memory
-
-    ctx = ray.train.get_context()
-    device = ray.train.torch.get_device()
-    # On a shared GPU (gpus_per_worker < 1), before anything is allocated on it.
-    fraction = limit_gpu_memory(run["resources"], device)
-    torch.manual_seed(run["seed"])
-    return Worker(
-        ctx.get_world_rank(), ctx.get_world_size(), device, device.type == "cuda", fraction
-    )
 
 
 @dataclass
@@ -102,8 +76,7 @@ def _model_type(loaded: Any) -> str:
 
 
 def _load_model(run: dict[str, Any], w: Worker, splits: Any, store: Store) -> Model:
-    from w2sray.models import W2SClassifier, enable_gradient_checkpointing, load_model
-    from w2sray.models.revisions import model_revision
+    from w2sray.models import W2SClassifier, enable_gradient_checkpointing
     from w2sray.train.zero import resolve_bf16
 
     train, m = run["train"], run["model"]
@@ -112,19 +85,8 @@ def _load_model(run: dict[str, Any], w: Worker, splits: Any, store: Store) -> Mo
     bf16 = resolve_bf16(
         train.get("dtype", "auto"), w.use_gpu, w.use_gpu and torch.cuda.is_bf16_supported()
     )
-    pretrained = m.get("pretrain")  # the model's pretraining run: load the weights it stored
-    loaded = load_model(
-        store.local_folder(pretrained, MODEL_DIR) if pretrained else m["source"],
-        seed=run["seed"],
-        revision=None if pretrained else model_revision(m),
-        pooling=m["pooling"],
-        trust_remote_code=m["trust_remote_code"],
-        # bf16 weights straight from the checkpoint on GPU (DeepSpeed's bf16 cast would make
-        # the same values); on CPU float32, and DeepSpeed casts when bf16 is asked for there.
-        dtype=torch.bfloat16 if bf16 and w.use_gpu else torch.float32,
-        corpus=splits.gt_texts,  # built-in models learn their vocabulary from split A
-        lm_head=bool(gen),
-    )
+    # a built-in model learns its vocabulary from split A
+    loaded = load_run_model(run, store, w.use_gpu, bf16, splits.gt_texts, lm_head=bool(gen))
     lora = train.get("lora")  # train.lora: adapters on the frozen backbone (models/lora.py)
     if lora:
         from w2sray.models.lora import apply_lora
@@ -156,12 +118,11 @@ class Schedule:
     def of(cls, run: dict[str, Any], n_rows: int) -> Schedule:
         train, gen = run["train"], run.get("generative") or {}
         steps_per_epoch = max(1, n_rows // train["batch_size"])
-        gen_steps = max(1, int(round(gen["epochs"] * steps_per_epoch))) if gen else 0
         return cls(
             steps_per_epoch,
             max(1, int(round(train["epochs"] * steps_per_epoch))),
-            gen_steps,
-            (gen.get("lr") or train["lr"]) if gen else train["lr"],
+            generative.steps(gen, steps_per_epoch),
+            generative.lr(gen, train["lr"]),
         )
 
 
@@ -251,13 +212,7 @@ def _train(
             selector.on_step(step, engine.module)
 
     t_gen = time.time()
-    gen_losses: list[float] = []
-    if sched.gen_steps and start_step < sched.gen_steps:
-        gen_order = _order(run["seed"] + 1, len(rows.texts), sched.gen_steps * train["batch_size"])
-        gen_losses = lm_steps(
-            engine, enc, gen_order, sched.gen_steps, train["batch_size"], w.rank, w.world, w.device
-        )
-    gen_seconds = time.time() - t_gen
+    gen_losses, gen_seconds = generative.train(run, engine, enc, sched.gen_steps, start_step, w)
     t_train, cpu_train = time.time(), time.process_time()
     losses, tokens = train_steps(
         engine, enc, torch.from_numpy(rows.targets), order, sched.total_steps,
@@ -357,10 +312,9 @@ def _run_metrics(
     if model.lora:
         metrics["lora"] = model.lora  # target_modules as applied
     if run.get("generative"):
-        # None when a restart resumed after the generative phase (its losses were not kept).
-        metrics["gen_steps"] = sched.gen_steps
-        metrics["gen_loss"] = gen_loss if trained.gen_losses else None
-        metrics["gen_seconds"] = trained.gen_seconds
+        metrics.update(
+            generative.metrics(sched.gen_steps, gen_loss, trained.gen_losses, trained.gen_seconds)
+        )
     return metrics
 
 
@@ -369,13 +323,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # deepspeed imported here, at the start: its import time is setup, not the engine's init
     import deepspeed  # noqa: F401
     import psutil
-    import ray.train
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
     train, ds = run["train"], run["dataset"]
-    w = _start_worker(run)
+    w = start_worker(run)
     splits = make_splits(
         ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], ds["split_seed"]
     )
@@ -413,6 +366,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if adapter is not None:  # LoRA: the adapters and the head (models/lora.py)
             files[ADAPTER] = _tensor_bytes(adapter)
         store.write_run(run["key"], files)
-    # run_key: a pack's runs report one after another to the same Tune trial
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    ray.train.report({**numbers, "run_key": run["key"]})
+    report(run, metrics)

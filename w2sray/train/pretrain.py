@@ -68,38 +68,25 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     # deepspeed imported here, at the start: its import time is setup, not the engine's init
     import deepspeed  # noqa: F401
     import psutil
-    import ray.train
-    import ray.train.torch
     import torch.distributed as dist
 
-    from w2sray.models import W2SClassifier, load_model
-    from w2sray.models.revisions import model_revision
-    from w2sray.train.gpu_share import limit_gpu_memory
+    from w2sray.models import W2SClassifier
+    from w2sray.train.worker import load_run_model, report, start_worker
     from w2sray.train.zero import build_engine, gathered, resolve_bf16
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
-    pre, res, m = run["train"], run["resources"], run["model"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    use_gpu = device.type == "cuda"
-    # On a shared GPU (gpus_per_worker < 1), before anything is allocated on it.
-    gpu_memory_fraction = limit_gpu_memory(res, device)
-    torch.manual_seed(run["seed"])
+    pre, res = run["train"], run["resources"]
+    w = start_worker(run)
+    rank, world, device, use_gpu = w.rank, w.world, w.device, w.use_gpu
+    gpu_memory_fraction = w.gpu_memory_fraction
 
     texts = load_corpus(run["dataset"])
     bf16 = resolve_bf16("auto", use_gpu, use_gpu and torch.cuda.is_bf16_supported())
-    loaded = load_model(
-        m["source"],
-        seed=run["seed"],
-        revision=model_revision(m),
-        trust_remote_code=m["trust_remote_code"],
-        dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,
-        corpus=texts,  # a built-in model's word-level vocabulary comes from its corpus
-        lm_head="mlm" if run["loss"] == "mlm" else True,
-    )
+    # a built-in model's word-level vocabulary comes from its corpus
+    lm_head = "mlm" if run["loss"] == "mlm" else True
+    loaded = load_run_model(run, store, use_gpu, bf16, texts, lm_head=lm_head)
     model = W2SClassifier(loaded.backbone, loaded.pooling, lm=loaded.lm)
     n_params = sum(p.numel() for p in loaded.lm.parameters())
     enc = Encoded(loaded.tokenizer, texts, pre["max_length"])
@@ -169,6 +156,4 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         curve = {"step": list(range(0, steps, curve_every)), "loss": losses[::curve_every]}
         files.update(record_files(run, {**metrics, "lm_loss_curve": curve}, sort_metrics=False))
         store.write_run(run["key"], files)
-    # run_key: a pack's runs report one after another to the same Tune trial
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    ray.train.report({**numbers, "run_key": run["key"]})
+    report(run, metrics)

@@ -144,7 +144,7 @@ def fit_head(
     Returns (head, per-step losses, steps per epoch); ``on_step(step_done, head)`` runs after
     every step (model selection)."""
     from w2sray.losses import compute_loss
-    from w2sray.train.loop import _lr_lambda, _order
+    from w2sray.train.steps import _lr_lambda, _order
 
     torch.manual_seed(seed)
     head = new_head(x.shape[1], seed)
@@ -315,6 +315,8 @@ def probe_loop_per_worker(config: dict[str, Any]) -> None:
     import psutil
     import ray.train
 
+    from w2sray.train.worker import report
+
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
     files, metrics = fit_probe(run, store)
@@ -322,5 +324,4 @@ def probe_loop_per_worker(config: dict[str, Any]) -> None:
     if ray.train.get_context().get_world_rank() == 0:
         files.update(record_files(run, metrics))
         store.write_run(run["key"], files)
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    ray.train.report({**numbers, "run_key": run["key"]})
+    report(run, metrics)

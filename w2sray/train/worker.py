@@ -1,0 +1,77 @@
+"""What every Ray Train entry point (fine-tuning, pretraining, features, probes) does the same
+way: learn where it runs, load its run's model, report its metrics to Tune."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from w2sray.artifacts import MODEL_DIR
+from w2sray.store import Store
+
+
+@dataclass
+class Worker:
+    """Where this worker runs: its rank among ``world`` workers and its device."""
+
+    rank: int
+    world: int
+    device: torch.device
+    use_gpu: bool
+    gpu_memory_fraction: float | None  # on a shared GPU: the allocator's cap
+
+
+def start_worker(run: dict[str, Any]) -> Worker:
+    """This worker's rank and device; caps its share of a shared GPU before anything is
+    allocated on it (gpus_per_worker < 1); seeds torch with the run's seed."""
+    import ray.train
+    import ray.train.torch
+
+    from w2sray.train.gpu_share import limit_gpu_memory
+
+    ctx = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    fraction = limit_gpu_memory(run["resources"], device)
+    torch.manual_seed(run["seed"])
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    return Worker(rank, world, device, device.type == "cuda", fraction)
+
+
+def load_run_model(
+    run: dict[str, Any],
+    store: Store,
+    use_gpu: bool,
+    bf16: bool,
+    corpus: list[str],
+    lm_head: bool | str = False,
+) -> Any:
+    """The run's model (models.load_model): the weights its pretraining run stored, else its
+    source at the commit the plan resolved. ``corpus``: a built-in model's vocabulary."""
+    from w2sray.models import load_model
+    from w2sray.models.revisions import model_revision
+
+    m = run["model"]
+    pretrained = m.get("pretrain")
+    return load_model(
+        store.local_folder(pretrained, MODEL_DIR) if pretrained else m["source"],
+        seed=run["seed"],
+        revision=None if pretrained else model_revision(m),
+        pooling=m.get("pooling", "auto"),  # a pretraining run's model has none: unused there
+        trust_remote_code=m["trust_remote_code"],
+        # bf16 weights straight from the checkpoint on GPU (DeepSpeed's bf16 cast would make
+        # the same values); on CPU float32, and DeepSpeed casts when bf16 is asked for there.
+        dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,
+        corpus=corpus,
+        lm_head=lm_head,
+    )
+
+
+def report(run: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """Report a finished run's numeric metrics to Ray Train (and so to its Tune trial), with
+    its key: a pack's runs report one after another to the same trial."""
+    import ray.train
+
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    ray.train.report({**numbers, "run_key": run["key"]})
