@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from w2sray.analysis.stats import generative_pairs
 from w2sray.data import make_splits
+from w2sray.methods.generative import report_pairs as generative_pairs
 from w2sray.models import W2SClassifier, load_model
 from w2sray.models.head import lm_labels
 from w2sray.runs import plan_sweep

@@ -29,7 +29,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from w2sray.methods import generative
+from w2sray.methods import bootstrap, generative
 from w2sray.spec import SweepSpec, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
@@ -414,20 +414,6 @@ class Plan:
         return list(self.rows)
 
 
-def _pairs(method: Any, ladder: list[str]) -> list[list[str]]:
-    """The ladder paths a method trains: [weak, strong] pairs, or bootstrapping chains."""
-    if method.chains:
-        return [list(c) for c in method.chains]
-    pairs = [[w, s] for i, w in enumerate(ladder) for s in ladder[i + 1 :]]
-    if method.pairs:
-        wanted = {tuple(p) for p in method.pairs}
-        pairs = [p for p in pairs if tuple(p) in wanted]
-    if method.bootstrap:  # through every rung in between; pairs with none have no chain
-        paths = [ladder[ladder.index(w) : ladder.index(s) + 1] for w, s in pairs]
-        return [p for p in paths if len(p) >= 3]
-    return pairs
-
-
 def plan_sweep(spec: SweepSpec) -> Plan:
     """Expand a spec into content-keyed runs (deduplicated by key) and their report rows."""
     from w2sray.spec import search_bounds
@@ -478,7 +464,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                 rows.setdefault((run.key, GT_METHOD), run.describe())
             for method in spec.methods:
                 gen = asdict(method.generative) if method.generative else {}
-                for path in _pairs(method, ladder):
+                for path in bootstrap.paths(method, ladder):
                     weak, strong = path[0], path[-1]
                     weak_key = gt[(ds.name, weak, seed)].key
                     for params in method.variants():

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from w2sray.methods import bootstrap
 from w2sray.methods.generative import GenerativeSpec
 from w2sray.methods.generative import check as check_generative
 
@@ -739,10 +740,8 @@ def _parse_run_options(chk: _Checker, top: dict[str, Any]) -> tuple[Any, dict[st
 
 def _probe_students(method: MethodSpec, ladder: list[str], probe_models: list[str]) -> list[str]:
     """The models of ``probe_models`` that ``method`` trains on weak labels."""
-    from w2sray.runs import _pairs
-
     try:
-        students = {name for path in _pairs(method, ladder) for name in path[1:]}
+        students = {name for path in bootstrap.paths(method, ladder) for name in path[1:]}
     except ValueError:  # a bad pair or chain: reported by _check_method_extras
         return []
     return [m for m in probe_models if m in students]
@@ -871,27 +870,7 @@ def _check_method_extras(
 ) -> MethodSpec:
     """Validate a method's pairs, bootstrapping chains, generative and search settings, and
     turn the raw generative/search mappings into their dataclasses."""
-    rank = {name: i for i, name in enumerate(ladder)}
-
-    def names_ok(seq: Any, at: str, min_len: int) -> bool:
-        if not isinstance(seq, list) or len(seq) < min_len:
-            chk.bad(at, f"must be a list of at least {min_len} model names, got {seq!r}")
-            return False
-        unknown = [n for n in seq if n not in rank]
-        if unknown:
-            chk.bad(at, f"unknown model(s) {unknown} (ladder: {', '.join(ladder)})")
-            return False
-        if any(rank[a] >= rank[b] for a, b in itertools.pairwise(seq)):
-            chk.bad(at, f"models must follow the ladder order, weakest first: got {seq}")
-            return False
-        return True
-
-    for j, pair in enumerate(method.pairs):
-        if names_ok(pair, f"{where}.pairs[{j}]", 2) and len(pair) != 2:
-            chk.bad(f"{where}.pairs[{j}]", f"a pair is [weak, strong], got {pair}")
-    for j, chain in enumerate(method.chains):
-        names_ok(chain, f"{where}.chains[{j}]", 3)
-
+    bootstrap.check(chk, method, ladder, where)
     gen = check_generative(chk, method.generative, f"{where}.generative")
 
     search = method.search

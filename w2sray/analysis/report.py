@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from w2sray.atomic import atomic_write, atomic_write_text
+from w2sray.methods import generative
 from w2sray.store import error_line
 
 from .collect import PRETRAIN_COLUMNS
@@ -41,7 +42,6 @@ from .stats import (
     cell_stats,
     choose_baseline,
     compare_all,
-    generative_pairs,
     paired_differences,
 )
 
@@ -506,7 +506,7 @@ def _analyse(
         # Generative fine-tuning against the same method without it (unless that is the
         # baseline every variant is already compared with).
         base = choose_baseline(table["variant"].dropna()) if not table.empty else None
-        for a, b in generative_pairs(table):
+        for a, b in generative.report_pairs(table):
             if a != base:
                 comp_frames += [
                     paired_differences(table, a, b, metric, ladder=ladder) for metric in METRICS

@@ -257,22 +257,3 @@ def compare_all(
                 rows += _diff_rows(d, base, v, metric)
     out = pd.DataFrame(rows, columns=DIFF_COLUMNS)
     return _sorted(out, ["dataset", "b_variant"], ladder)
-
-
-def generative_pairs(results: pd.DataFrame) -> list[tuple[str, str]]:
-    """(without, with) variant pairs: each generative variant and the variant of the same loss
-    and hyper-parameters trained without generative fine-tuning, where both ran."""
-    if results is None or results.empty or "generative" not in results.columns:
-        return []
-    cols = [c for c in ("dataset", "loss", "hparams") if c in results.columns]
-    out = []
-    is_gen = results["generative"].eq(True)  # NaN (a row from before the column) is not
-    direct = results["chain_length"].eq(2) if "chain_length" in results.columns else True
-    gen, plain = results[is_gen], results[~is_gen & direct]
-    for _, g in gen.drop_duplicates("variant").iterrows():
-        match = plain
-        for c in cols:
-            match = match[match[c] == g[c]]
-        for base in sorted(set(match["variant"])):
-            out.append((base, g["variant"]))
-    return list(dict.fromkeys(out))

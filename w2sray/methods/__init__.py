@@ -2,8 +2,9 @@
 w2sray/losses.py). A method's module owns its spec field and its validation, what it adds to a
 run (and so to the run key, with its version), and its phase in the worker loop:
 
-- generative.py: generative fine-tuning (the student's LM objective on split B's texts first).
+- bootstrap.py: which ladder paths a method trains (pairs, bootstrapping chains);
+- generative.py: generative fine-tuning (the student's LM objective on split B's texts first),
+  and the report's comparison of a variant with and without it.
 
-Still spread over spec.py, runs.py and sweep.py: bootstrapping chains and searches (their
-registry entries are the next step).
+Still spread over spec.py, runs.py, search.py and sweep.py: searches.
 """

@@ -4,7 +4,8 @@ so what it knows about the task's texts is closer to the surface; then on the we
 
 Everything about the method is here: its spec section and checks, what a transfer run carries
 (``Run.generative``, hashed into the key with VERSION), and its phase in the worker loop
-(w2sray/train/loop.py calls ``steps``, ``lr``, ``train`` and ``metrics``).
+(w2sray/train/loop.py calls ``steps``, ``lr``, ``train`` and ``metrics``), and what the
+report compares (``report_pairs``: each variant against itself without the phase).
 """
 
 from __future__ import annotations
@@ -75,3 +76,23 @@ def metrics(n_steps: int, loss: float, losses: list[float], seconds: float) -> d
     """What metrics.json records about the phase. ``gen_loss`` is None when a restart resumed
     after the phase (its losses were not kept)."""
     return {"gen_steps": n_steps, "gen_loss": loss if losses else None, "gen_seconds": seconds}
+
+
+def report_pairs(results: Any) -> list[tuple[str, str]]:
+    """The report's comparison of this method (``results``: the long table), as (without,
+    with) variant pairs: each generative variant and the variant of the same loss and
+    hyper-parameters trained without generative fine-tuning, where both ran."""
+    if results is None or results.empty or "generative" not in results.columns:
+        return []
+    cols = [c for c in ("dataset", "loss", "hparams") if c in results.columns]
+    out = []
+    is_gen = results["generative"].eq(True)  # NaN (a row from before the column) is not
+    direct = results["chain_length"].eq(2) if "chain_length" in results.columns else True
+    gen, plain = results[is_gen], results[~is_gen & direct]
+    for _, g in gen.drop_duplicates("variant").iterrows():
+        match = plain
+        for c in cols:
+            match = match[match[c] == g[c]]
+        for base in sorted(set(match["variant"])):
+            out.append((base, g["variant"]))
+    return list(dict.fromkeys(out))
