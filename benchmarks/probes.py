@@ -9,7 +9,7 @@ apart) and its probe GT and transfer runs; for ``full``, the fine-tuning GT and 
 what one more seed of probes costs. PGR and GT accuracy per model come from each store's
 analysis tables (w2sray.analysis.collect).
 
-    .venv/bin/python benchmarks/probes.py      # sweeps/probes.yaml vs sweeps/quickstart.yaml
+    .venv/bin/python benchmarks/probes.py      # sweeps/probes.yaml vs itself without probes
 
 Real encoders (the ladder of sweeps/sst2_encoders.yaml from local copies): ``--full-store``
 reads the fine-tuned sweep's results from a store where it ran instead of training it again
@@ -84,7 +84,9 @@ def _seed_store(base: Store, path: str, keys: list[str]) -> Store:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--full", default="sweeps/quickstart.yaml", help="the fine-tuning sweep")
+    ap.add_argument(
+        "--full", help="the fine-tuning sweep (default: --probes with train.probe removed)"
+    )
     ap.add_argument("--probes", default="sweeps/probes.yaml", help="its probe version")
     ap.add_argument("--probe", help="JSON train.probe: build the probe sweep from --full instead")
     ap.add_argument("--model-dir", help="hub ids from local copies (as w2sray run --model-dir)")
@@ -92,8 +94,17 @@ def main() -> None:
     ap.add_argument("--no-extra-seed", action="store_true", help="skip the probe+seed row")
     ap.add_argument("--keep", action="store_true", help="keep the stores")
     args = ap.parse_args()
+    if args.probe and not args.full:
+        ap.error("--probe builds the probe sweep from --full: give --full")
     root = tempfile.mkdtemp(prefix="w2s_probes_")
-    full = _spec(args.full, os.path.join(root, "full"), args.model_dir)
+    if args.full:
+        full = _spec(args.full, os.path.join(root, "full"), args.model_dir)
+    else:  # the same task, ladder and training settings, fine-tuned instead of probed
+        full = _spec(args.probes, os.path.join(root, "full"), args.model_dir)
+        full = dataclasses.replace(
+            full, name=full.name.replace("probes", "full"),
+            train=dataclasses.replace(full.train, probe=None),
+        )  # fmt: skip
     if args.probe:
         probe = _with_probe(
             _spec(args.full, os.path.join(root, "probe"), args.model_dir), json.loads(args.probe)

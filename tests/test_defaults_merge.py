@@ -143,6 +143,11 @@ def test_run_keys_follow_resolved_settings_only(no_network):
     assert off_keys[1] != keys[1]  # gpt2-xl: the written false beats the table's true
 
 
+def written_model(written: dict, name: str) -> dict:
+    (entry,) = [m for m in written["models"] if isinstance(m, dict) and m["name"] == name]
+    return entry.get("train", {})
+
+
 def test_quickstart_resolves_to_what_it_writes():
     path = ROOT / "sweeps" / "quickstart.yaml"
     spec = load_spec(path)
@@ -150,7 +155,8 @@ def test_quickstart_resolves_to_what_it_writes():
     expect_t = replace(TrainSettings(), **written["train"])  # 3 == 3.0: floats compare equal
     expect_r = replace(Resources(), **written["resources"])
     for m in spec.models:
-        assert spec.train_for(m) == expect_t, m.name
+        # the sweep's train, with the model entry's own overrides (per-model epochs)
+        assert spec.train_for(m) == replace(expect_t, **written_model(written, m.name)), m.name
         assert spec.resources_for(m) == expect_r, m.name
     # The table (built-ins covered) changes none of its runs' keys.
     without = replace(spec, train_written=None)

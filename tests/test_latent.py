@@ -10,7 +10,10 @@ import pytest
 from w2sray.data import DATASETS, make_splits, validate_dataset_params
 from w2sray.data.latent import (
     DEFAULTS,
+    FACET_DEFAULTS,
+    combine_classes,
     latent_bayes_accuracy,
+    latent_facets,
     latent_posterior,
     latent_rows,
     latent_task,
@@ -83,7 +86,8 @@ def test_bad_params_are_named(params, words):
 
 def test_registered_with_its_defaults_and_disjoint_splits():
     entry = DATASETS["latent"]
-    assert entry.defaults == DEFAULTS and set(entry.params) == set(DEFAULTS)
+    assert entry.defaults == {**DEFAULTS, **FACET_DEFAULTS}
+    assert set(entry.params) == set(DEFAULTS) | set(FACET_DEFAULTS)
     assert validate_dataset_params("latent", {"nope": 1}) == [
         f"unknown parameter 'nope' for dataset 'latent' (accepted: {', '.join(entry.params)})"
     ]
@@ -92,3 +96,67 @@ def test_registered_with_its_defaults_and_disjoint_splits():
     # a pretraining corpus (another seed) shares the task, not the documents
     corpus, _ = latent_rows(300, seed=1)
     assert not set(corpus) & set(s.test_texts)
+
+
+def test_facets_off_by_default_and_the_rule_then_changes_nothing():
+    """n_facets = 1 (the default) is the shipped task document for document."""
+    assert latent_rows(300, seed=2) == latent_rows(300, seed=2, n_facets=1, label_rule="parity")
+
+
+def test_facets_a_pure_function_of_its_seeds():
+    kw = dict(n_facets=3, n_topics=6, min_words=12, max_words=16)
+    assert latent_rows(300, seed=2, **kw) == latent_rows(300, seed=2, **kw)
+    assert latent_rows(300, seed=2, **kw)[0] != latent_rows(300, seed=3, **kw)[0]
+    assert latent_rows(300, seed=2, **kw)[0] != latent_rows(300, seed=2, task_seed=1, **kw)[0]
+
+
+@pytest.mark.parametrize("rule", ["majority", "parity"])
+def test_facets_each_word_from_its_facets_topic_and_the_label_combines_their_classes(rule):
+    """With coherence 1 every word is of its facet's topic: the facets' slices are disjoint,
+    each document's words of a facet lie in one topic of it, and the label is the rule applied
+    to those topics' classes (the Bayes classifier, which knows the topics, is then exact)."""
+    k = 3
+    facets = latent_facets(96, 4, shared=1.0, n_facets=k)
+    slices = [set(words) for words, _, _ in facets]
+    assert sum(len(s) for s in slices) == 96 and len(set().union(*slices)) == 96
+    texts, labels = latent_rows(
+        400, seed=0, vocab=96, n_topics=4, coherence=1.0, min_words=30, max_words=30,
+        n_facets=k, label_rule=rule,
+    )  # fmt: skip
+    assert 0.4 < np.mean(labels) < 0.6
+    for text, y in zip(texts[:100], labels[:100], strict=True):
+        words = [int(w[1:]) for w in text.split()]
+        classes = []
+        for f, (_, topics, topic_label) in enumerate(facets):
+            mine = {w for w in words if w in slices[f]}
+            fits = [c for t, c in zip(topics, topic_label, strict=True) if mine <= set(t)]
+            assert fits  # some topic of the facet holds all its words
+            classes.append(fits[0] if len(set(fits)) == 1 else None)
+        if None not in classes:
+            assert y == int(combine_classes(np.array([classes]), rule)[0])
+    params = dict(vocab=96, n_topics=4, coherence=1.0, n_facets=k, label_rule=rule)
+    assert latent_bayes_accuracy(texts, labels, **params) > 0.97
+
+
+def test_facets_posterior_is_a_probability_and_knows_the_task():
+    kw = dict(n_facets=3, n_topics=6, coherence=0.9, min_words=24, max_words=32)
+    texts, labels = latent_rows(1000, seed=4, **kw)
+    p = latent_posterior(texts, **kw)
+    assert ((p >= 0) & (p <= 1)).all()
+    assert latent_bayes_accuracy(texts, labels, **kw) > 0.95
+    assert latent_bayes_accuracy(texts, labels, **{**kw, "task_seed": 1}) < 0.7
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"n_facets": 2}, "odd n_facets"),
+        ({"n_facets": 0}, "n_facets must be >= 1"),
+        ({"n_facets": 2.0}, "n_facets must be an integer"),
+        ({"label_rule": "sum"}, "label_rule must be one of"),
+        ({"n_facets": 9, "vocab": 64}, "in each of 9 facets"),
+    ],
+)
+def test_bad_facet_params_are_named(params, words):
+    with pytest.raises(ValueError, match=words):
+        latent_rows(10, **params)

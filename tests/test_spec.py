@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,10 +67,14 @@ def test_quickstart_loads():
     assert spec.seeds == (0,)
     (ds,) = spec.datasets
     assert (ds.name, ds.n_gt, ds.n_weak, ds.n_test) == ("latent", 3000, 3000, 2000)
-    # Every rung pretrains with one recipe (a YAML anchor), on another seed than the splits'.
+    # Every rung pretrains on one corpus of the task (a YAML anchor, merged into tiny-3's
+    # longer recipe), on another seed than the splits'.
     pre = spec.models[0].pretrain
-    assert all(m.pretrain == pre for m in spec.models)
+    assert [m.pretrain.steps for m in spec.models] == [3000, 3000, 4500]
+    assert all(replace(m.pretrain, steps=pre.steps) == pre for m in spec.models)
     assert pre.corpus.dataset == "latent" and pre.corpus.seed != ds.split_seed
+    assert pre.corpus.params == ds.params and ds.params["n_facets"] == 3
+    assert [spec.train_for(m).epochs for m in spec.models] == [4, 2, 3]
     assert spec.train.epochs == 2
     assert spec.train.max_length == 32
     assert spec.resources.zero_stage == 1

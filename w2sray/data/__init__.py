@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from w2sray.data.latent import DEFAULTS as LATENT_DEFAULTS
-from w2sray.data.latent import latent_param_problems, latent_rows
+from w2sray.data.latent import FACET_DEFAULTS, latent_param_problems, latent_rows
 from w2sray.data.synthetic import synthetic_rows
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,9 @@ def _synthetic(n: int, seed: int, **params: object) -> tuple[list[str], list[int
     "Embedded offline task with latent knowledge: documents about hidden topics, labelled by "
     "a fixed split of the topics; unlabeled text teaches a pretrained LM the topics "
     "(w2sray/data/latent.py). Pretrain the ladder on another seed of it.",
-    params=tuple(LATENT_DEFAULTS),
+    params=(*LATENT_DEFAULTS, *FACET_DEFAULTS),
     validate=lambda params: latent_param_problems(**params),  # names: validate_dataset_params
-    defaults=dict(LATENT_DEFAULTS),
+    defaults={**LATENT_DEFAULTS, **FACET_DEFAULTS},
 )
 def _latent(n: int, seed: int, **params: object) -> tuple[list[str], list[int]]:
     return latent_rows(n, seed=seed, **params)
