@@ -29,7 +29,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from w2sray.methods import bootstrap, generative
+from w2sray.methods import bootstrap, generative, search
 from w2sray.spec import SweepSpec, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
@@ -416,8 +416,6 @@ class Plan:
 
 def plan_sweep(spec: SweepSpec) -> Plan:
     """Expand a spec into content-keyed runs (deduplicated by key) and their report rows."""
-    from w2sray.spec import search_bounds
-
     models = {m.name: m for m in spec.models}
     ladder = [m.name for m in spec.models]
     gt: dict[tuple[str, str, int], Run] = {}
@@ -496,7 +494,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
                                 rows.setdefault((run.key, method.name), run.describe())
                         if method.search is not None:
                             s = method.search
-                            space = {k: search_bounds(v) for k, v in sorted(s.space.items())}
+                            space = {k: search.bounds(v) for k, v in sorted(s.space.items())}
                             found = Search(
                                 run, space, s.num_samples, s.max_concurrent, s.seed, s.metric,
                                 s.val_frac,

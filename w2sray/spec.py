@@ -18,6 +18,8 @@ import yaml
 from w2sray.methods import bootstrap
 from w2sray.methods.generative import GenerativeSpec
 from w2sray.methods.generative import check as check_generative
+from w2sray.methods.search import SearchSpec
+from w2sray.methods.search import check as check_search
 
 
 class SpecError(ValueError):
@@ -142,27 +144,6 @@ class ModelSpec:
     train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides
     resources: dict[str, Any] = field(default_factory=dict)  # Resources overrides
     pretrain: PretrainSpec | None = None  # written as a mapping in the spec
-
-
-SEARCH_METRICS = ("weak_val", "gt_val")
-
-
-@dataclass(frozen=True)
-class SearchSpec:
-    """An Optuna TPE search per weak -> strong pair over the method's hyper-parameters.
-
-    Trials train on split B minus a held-out validation part and are scored there: against the
-    weak labels (``weak_val``, the honest default: no ground truth in model selection) or the
-    ground truth (``gt_val``, marked in every table). Never on the test split. The best setting
-    is then trained on the whole of split B and evaluated on test like any other run.
-    """
-
-    space: dict[str, Any] = field(default_factory=dict)  # param -> [low, high] or {low, high, log}
-    num_samples: int = 8  # trials per pair
-    max_concurrent: int = 2  # trials in flight at once (TPE learns from finished ones)
-    seed: int = 0  # the TPE sampler's seed
-    metric: str = "weak_val"  # weak_val | gt_val
-    val_frac: float = 0.2  # share of split B held out for validation
 
 
 @dataclass(frozen=True)
@@ -873,65 +854,5 @@ def _check_method_extras(
     bootstrap.check(chk, method, ladder, where)
     gen = check_generative(chk, method.generative, f"{where}.generative")
 
-    search = method.search
-    if search is not None:
-        if not isinstance(search, dict):
-            chk.bad(f"{where}.search", f"must be a mapping, got {search!r}")
-            search = None
-        else:
-            search = chk.dataclass_from(SearchSpec, search, f"{where}.search")
-    if search is not None:
-        _check_search(chk, search, method, f"{where}.search")
+    search = check_search(chk, method.search, method, f"{where}.search")
     return replace(method, generative=gen, search=search)
-
-
-def _check_search(chk: _Checker, search: SearchSpec, method: MethodSpec, where: str) -> None:
-    from w2sray.losses import LOSSES, validate_loss_params
-
-    if search.metric not in SEARCH_METRICS:
-        msg = f"must be weak_val or gt_val (never test): got {search.metric!r}"
-        chk.bad(f"{where}.metric", msg)
-    _range(chk, f"{where}.num_samples", search.num_samples, 1)
-    _range(chk, f"{where}.max_concurrent", search.max_concurrent, 1)
-    if not 0 < search.val_frac < 0.9:
-        chk.bad(f"{where}.val_frac", f"must be in (0, 0.9), got {search.val_frac!r}")
-    if method.bootstrap or method.chains:
-        chk.bad(where, "a search cannot be combined with bootstrap/chains in one method")
-    if not search.space:
-        chk.bad(f"{where}.space", "required: the hyper-parameters to search and their ranges")
-    accepted = set(LOSSES[method.loss].defaults) | {"lr"}
-    for key, rng in search.space.items():
-        at = f"{where}.space.{key}"
-        if key not in accepted:
-            chk.bad(at, f"not a parameter of loss {method.loss!r} nor lr ({sorted(accepted)})")
-            continue
-        if isinstance(method.params.get(key), list):
-            chk.bad(at, "also a grid axis in params: search it or grid it, not both")
-        low, high, log = search_bounds(rng)
-        if low is None:
-            chk.bad(at, f"must be [low, high] or {{low, high, log}}, got {rng!r}")
-            continue
-        if not low < high:
-            chk.bad(at, f"low must be below high, got [{low}, {high}]")
-        if log and low <= 0:
-            chk.bad(at, f"a log range needs low > 0, got {low}")
-        if key != "lr":
-            for bound in (low, high):
-                for p in validate_loss_params(method.loss, {key: bound}):
-                    chk.bad(at, p)
-        elif low <= 0:
-            chk.bad(at, f"lr must be > 0, got low {low}")
-
-
-def search_bounds(rng: Any) -> tuple[float | None, float | None, bool]:
-    """(low, high, log) of a search range written as [low, high] or {low, high, log}."""
-    if isinstance(rng, list) and len(rng) == 2:
-        low, high, log = rng[0], rng[1], False
-    elif isinstance(rng, dict) and set(rng) <= {"low", "high", "log"}:
-        low, high, log = rng.get("low"), rng.get("high"), bool(rng.get("log", False))
-    else:
-        return None, None, False
-    low, high = _coerce(low, "float"), _coerce(high, "float")
-    if not all(isinstance(v, float) for v in (low, high)):
-        return None, None, False
-    return low, high, log

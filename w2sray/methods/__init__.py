@@ -4,7 +4,8 @@ run (and so to the run key, with its version), and its phase in the worker loop:
 
 - bootstrap.py: which ladder paths a method trains (pairs, bootstrapping chains);
 - generative.py: generative fine-tuning (the student's LM objective on split B's texts first),
-  and the report's comparison of a variant with and without it.
-
-Still spread over spec.py, runs.py, search.py and sweep.py: searches.
+  and the report's comparison of a variant with and without it;
+- search.py: Optuna searches' spec section and checks (their plan entries, Tune searcher,
+  stage and trial task still live by role in runs.py, w2sray/search.py, sweep.py and
+  train/tasks.py).
 """

@@ -1,0 +1,103 @@
+"""Hyper-parameter searches (a method's ``search:``): an Optuna TPE search per weak -> strong
+pair, each trial trained on split B less a held-out part and scored there, the best setting then
+trained on all of split B like any transfer run.
+
+Here: the spec section and its checks, and its ranges. Elsewhere, by role: the plan's Search
+(w2sray/runs.py: trial and final runs, keyed with PART_VERSIONS["search"]), the trials' Tune
+searcher (w2sray/search.py), the stage that runs them (w2sray/sweep.py run_searches) and what a
+trial trains on and is scored by (w2sray/train/tasks.py SearchTrial).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+METRICS = ("weak_val", "gt_val")  # what a trial is scored on: never test
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """An Optuna TPE search per weak -> strong pair over the method's hyper-parameters.
+
+    Trials train on split B minus a held-out validation part and are scored there: against the
+    weak labels (``weak_val``, the honest default: no ground truth in model selection) or the
+    ground truth (``gt_val``, marked in every table). Never on the test split. The best setting
+    is then trained on the whole of split B and evaluated on test like any other run.
+    """
+
+    space: dict[str, Any] = field(default_factory=dict)  # param -> [low, high] or {low, high, log}
+    num_samples: int = 8  # trials per pair
+    max_concurrent: int = 2  # trials in flight at once (TPE learns from finished ones)
+    seed: int = 0  # the TPE sampler's seed
+    metric: str = "weak_val"  # weak_val | gt_val
+    val_frac: float = 0.2  # share of split B held out for validation
+
+
+def check(chk: Any, raw: Any, method: Any, where: str) -> SearchSpec | None:
+    """A method's ``search`` mapping as a SearchSpec (None when absent or unusable); problems go
+    to ``chk`` (spec._Checker) under ``where``."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        chk.bad(where, f"must be a mapping, got {raw!r}")
+        return None
+    search = chk.dataclass_from(SearchSpec, raw, where)
+    if search is not None:
+        _check(chk, search, method, where)
+    return search
+
+
+def _check(chk: Any, search: SearchSpec, method: Any, where: str) -> None:
+    from w2sray.losses import LOSSES, validate_loss_params
+    from w2sray.spec import _range
+
+    if search.metric not in METRICS:
+        msg = f"must be weak_val or gt_val (never test): got {search.metric!r}"
+        chk.bad(f"{where}.metric", msg)
+    _range(chk, f"{where}.num_samples", search.num_samples, 1)
+    _range(chk, f"{where}.max_concurrent", search.max_concurrent, 1)
+    if not 0 < search.val_frac < 0.9:
+        chk.bad(f"{where}.val_frac", f"must be in (0, 0.9), got {search.val_frac!r}")
+    if method.bootstrap or method.chains:
+        chk.bad(where, "a search cannot be combined with bootstrap/chains in one method")
+    if not search.space:
+        chk.bad(f"{where}.space", "required: the hyper-parameters to search and their ranges")
+    accepted = set(LOSSES[method.loss].defaults) | {"lr"}
+    for key, rng in search.space.items():
+        at = f"{where}.space.{key}"
+        if key not in accepted:
+            chk.bad(at, f"not a parameter of loss {method.loss!r} nor lr ({sorted(accepted)})")
+            continue
+        if isinstance(method.params.get(key), list):
+            chk.bad(at, "also a grid axis in params: search it or grid it, not both")
+        low, high, log = bounds(rng)
+        if low is None:
+            chk.bad(at, f"must be [low, high] or {{low, high, log}}, got {rng!r}")
+            continue
+        if not low < high:
+            chk.bad(at, f"low must be below high, got [{low}, {high}]")
+        if log and low <= 0:
+            chk.bad(at, f"a log range needs low > 0, got {low}")
+        if key != "lr":
+            for bound in (low, high):
+                for p in validate_loss_params(method.loss, {key: bound}):
+                    chk.bad(at, p)
+        elif low <= 0:
+            chk.bad(at, f"lr must be > 0, got low {low}")
+
+
+def bounds(rng: Any) -> tuple[float | None, float | None, bool]:
+    """(low, high, log) of a search range written as [low, high] or {low, high, log}."""
+    from w2sray.spec import _coerce
+
+    if isinstance(rng, list) and len(rng) == 2:
+        low, high, log = rng[0], rng[1], False
+    elif isinstance(rng, dict) and set(rng) <= {"low", "high", "log"}:
+        low, high, log = rng.get("low"), rng.get("high"), bool(rng.get("log", False))
+    else:
+        return None, None, False
+    low, high = _coerce(low, "float"), _coerce(high, "float")
+    if not all(isinstance(v, float) for v in (low, high)):
+        return None, None, False
+    return low, high, log
