@@ -414,105 +414,133 @@ class Plan:
         return list(self.rows)
 
 
-def plan_sweep(spec: SweepSpec) -> Plan:
-    """Expand a spec into content-keyed runs (deduplicated by key) and their report rows."""
-    models = {m.name: m for m in spec.models}
-    ladder = [m.name for m in spec.models]
-    gt: dict[tuple[str, str, int], Run] = {}
-    transfers: dict[str, Run] = {}
-    searches: dict[str, Search] = {}
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    steps: dict[str, Run] = {}
-    pretrain = {
-        m.name: _pretrain_run(m, asdict(spec.resources_for(m))) for m in spec.models if m.pretrain
-    }
-    for run in pretrain.values():  # in the manifest: the report lists a failed one's error
-        rows.setdefault((run.key, run.method), run.describe())
-    model_dicts = {
-        m.name: _model_dict(m, pretrain[m.name].key if m.name in pretrain else None)
-        for m in spec.models
-    }
-    features: dict[str, Run] = {}
+class _Planner:
+    """Accumulates a sweep's runs, deduplicated by key, and their report rows."""
 
-    def settings(m: Any, ds_dict: dict[str, Any]) -> dict[str, Any]:
+    def __init__(self, spec: SweepSpec):
+        self.spec = spec
+        self.models = {m.name: m for m in spec.models}
+        self.ladder = [m.name for m in spec.models]
+        self.gt: dict[tuple[str, str, int], Run] = {}
+        self.transfers: dict[str, Run] = {}
+        self.searches: dict[str, Search] = {}
+        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+        self.steps: dict[str, Run] = {}  # bootstrapping chains' intermediate runs
+        self.features: dict[str, Run] = {}
+        self.pretrain = {
+            m.name: _pretrain_run(m, asdict(spec.resources_for(m)))
+            for m in spec.models
+            if m.pretrain
+        }
+        for run in self.pretrain.values():  # in the manifest: the report lists a failed one's
+            self.rows.setdefault((run.key, run.method), run.describe())
+        self.model_dicts = {
+            m.name: _model_dict(m, self.pretrain[m.name].key if m.name in self.pretrain else None)
+            for m in spec.models
+        }
+
+    def settings(self, m: Any, ds_dict: dict[str, Any]) -> dict[str, Any]:
         """A gt / transfer run's train, resources and (a probe's) features run key."""
-        t, res = spec.train_for(m), asdict(spec.resources_for(m))
+        t, res = self.spec.train_for(m), asdict(self.spec.resources_for(m))
         out = {"train": train_settings(t, m.source), "resources": res}
         if t.probe is not None:  # one features run per (model, dataset, max_length, dtype)
-            feat = features_run(model_dicts[m.name], ds_dict, t, res)
-            features.setdefault(feat.key, feat)
-            rows.setdefault((feat.key, feat.method), feat.describe())
+            feat = features_run(self.model_dicts[m.name], ds_dict, t, res)
+            self.features.setdefault(feat.key, feat)
+            self.rows.setdefault((feat.key, feat.method), feat.describe())
             out.update(features=feat.key, resources=probe_resources(res))
         return out
 
+    def add_gt(self, ds: Any, ds_dict: dict[str, Any], seed: int) -> None:
+        for m in self.spec.models:
+            run = Run(
+                kind="gt",
+                dataset=ds_dict,
+                model=self.model_dicts[m.name],
+                loss="xent",
+                loss_params={},
+                seed=seed,
+                **self.settings(m, ds_dict),
+            )
+            self.gt[(ds.name, m.name, seed)] = run
+            self.rows.setdefault((run.key, GT_METHOD), run.describe())
+
+    def add_method(self, ds: Any, ds_dict: dict[str, Any], seed: int, method: Any) -> None:
+        """A method's runs on every ladder path it trains (methods/bootstrap.py) and grid point:
+        a transfer per path step, or (a searched method) one search per path."""
+        for path in bootstrap.paths(method, self.ladder):
+            for params in method.variants():
+                last = self.add_path(ds, ds_dict, seed, method, path, params)
+                if method.search is not None:
+                    found = search.planned(last, method.search)
+                    self.searches.setdefault(found.key, found)
+
+    def add_path(
+        self,
+        ds: Any,
+        ds_dict: dict[str, Any],
+        seed: int,
+        method: Any,
+        path: list[str],
+        params: dict[str, Any],
+    ) -> Run:
+        """The transfer runs along ``path`` (weak, [rungs], strong), each trained on the
+        previous one's labels. A searched method's run is the search's base: not added."""
+        weak, strong = path[0], path[-1]
+        weak_key = self.gt[(ds.name, weak, seed)].key
+        gen = asdict(method.generative) if method.generative else {}
+        prev = weak_key
+        for depth, name in enumerate(path[1:], start=1):
+            run = Run(
+                kind="transfer",
+                dataset=ds_dict,
+                model=self.model_dicts[name],
+                loss=method.loss,
+                loss_params=params,
+                seed=seed,
+                upstream=(prev,),
+                generative=gen,
+                method=method.name,
+                weak_model=weak if name == strong else path[depth - 1],
+                weak_key=weak_key if name == strong else None,
+                ceiling_key=self.gt[(ds.name, name, seed)].key,
+                depth=depth,
+                **self.settings(self.models[name], ds_dict),
+            )
+            prev = run.key
+            if method.search is not None:
+                return run  # searched, once the trials have run (a search has no chains)
+            self.transfers.setdefault(run.key, run)
+            if name != strong:
+                self.steps.setdefault(run.key, run)
+            else:
+                self.rows.setdefault((run.key, method.name), run.describe())
+        return run
+
+    def plan(self) -> Plan:
+        placed = {key for key, _ in self.rows}
+        for key, run in self.steps.items():
+            if key not in placed:  # an intermediate rung no method reports as its own result
+                self.rows[(key, run.method)] = run.describe(role="step")
+        return Plan(
+            pretrain=tuple({r.key: r for r in self.pretrain.values()}.values()),
+            features=tuple(self.features.values()),
+            gt=tuple({r.key: r for r in self.gt.values()}.values()),
+            transfer=tuple(self.transfers.values()),
+            searches=tuple(self.searches.values()),
+            rows=tuple(self.rows.values()),
+        )
+
+
+def plan_sweep(spec: SweepSpec) -> Plan:
+    """Expand a spec into content-keyed runs (deduplicated by key) and their report rows."""
+    planner = _Planner(spec)
     for ds in spec.datasets:
         ds_dict = _dataset_dict(ds)
         for seed in spec.seeds:
-            for m in spec.models:
-                run = Run(
-                    kind="gt",
-                    dataset=ds_dict,
-                    model=model_dicts[m.name],
-                    loss="xent",
-                    loss_params={},
-                    seed=seed,
-                    **settings(m, ds_dict),
-                )
-                gt[(ds.name, m.name, seed)] = run
-                rows.setdefault((run.key, GT_METHOD), run.describe())
+            planner.add_gt(ds, ds_dict, seed)
             for method in spec.methods:
-                gen = asdict(method.generative) if method.generative else {}
-                for path in bootstrap.paths(method, ladder):
-                    weak, strong = path[0], path[-1]
-                    weak_key = gt[(ds.name, weak, seed)].key
-                    for params in method.variants():
-                        prev = weak_key
-                        for depth, name in enumerate(path[1:], start=1):
-                            run = Run(
-                                kind="transfer",
-                                dataset=ds_dict,
-                                model=model_dicts[name],
-                                loss=method.loss,
-                                loss_params=params,
-                                seed=seed,
-                                upstream=(prev,),
-                                generative=gen,
-                                method=method.name,
-                                weak_model=weak if name == strong else path[depth - 1],
-                                weak_key=weak_key if name == strong else None,
-                                ceiling_key=gt[(ds.name, name, seed)].key,
-                                depth=depth,
-                                **settings(models[name], ds_dict),
-                            )
-                            prev = run.key
-                            if method.search is not None:
-                                break  # searched below, once the trials have run
-                            transfers.setdefault(run.key, run)
-                            if name != strong:
-                                steps.setdefault(run.key, run)
-                            else:
-                                rows.setdefault((run.key, method.name), run.describe())
-                        if method.search is not None:
-                            s = method.search
-                            space = {k: search.bounds(v) for k, v in sorted(s.space.items())}
-                            found = Search(
-                                run, space, s.num_samples, s.max_concurrent, s.seed, s.metric,
-                                s.val_frac,
-                            )  # fmt: skip
-                            searches.setdefault(found.key, found)
-    placed = {key for key, _ in rows}
-    for key, run in steps.items():
-        if key not in placed:  # an intermediate rung no method reports as its own result
-            rows[(key, run.method)] = run.describe(role="step")
-    unique_gt = {r.key: r for r in gt.values()}
-    return Plan(
-        pretrain=tuple({r.key: r for r in pretrain.values()}.values()),
-        features=tuple(features.values()),
-        gt=tuple(unique_gt.values()),
-        transfer=tuple(transfers.values()),
-        searches=tuple(searches.values()),
-        rows=tuple(rows.values()),
-    )
+                planner.add_method(ds, ds_dict, seed, method)
+    return planner.plan()
 
 
 def manifest(spec: SweepSpec, plan: Plan, selected: list[Run] | None = None) -> dict[str, Any]:

@@ -87,6 +87,15 @@ def _check(chk: Any, search: SearchSpec, method: Any, where: str) -> None:
             chk.bad(at, f"lr must be > 0, got low {low}")
 
 
+def planned(base: Any, s: SearchSpec) -> Any:
+    """The plan's Search (w2sray/runs.py) of ``base``, the transfer run whose hyper-parameters
+    the search sets."""
+    from w2sray.runs import Search
+
+    space = {k: bounds(v) for k, v in sorted(s.space.items())}
+    return Search(base, space, s.num_samples, s.max_concurrent, s.seed, s.metric, s.val_frac)
+
+
 def bounds(rng: Any) -> tuple[float | None, float | None, bool]:
     """(low, high, log) of a search range written as [low, high] or {low, high, log}."""
     from w2sray.spec import _coerce
