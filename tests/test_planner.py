@@ -317,6 +317,35 @@ def test_plan_cli_gpu_section(tmp_path, capsys):
     assert not (tmp_path / "store").exists()
 
 
+def test_plan_cli_estimates_a_probe_as_inference(tmp_path, capsys):
+    """A probe's backbone only embeds (its features run): weights and one layer's forward
+    activations, far below fine-tuning's model states, and no training layout suggested."""
+    from w2sray.models.defaults import model_defaults
+    from w2sray.plan_resources import GiB, inference_bytes
+
+    raw = yaml.safe_load(_hub_spec(tmp_path).read_text())
+    raw["models"] = ["gpt2", "Qwen/Qwen2.5-7B"]
+    for probe in (None, {"head": "logreg"}):
+        if probe:
+            raw["train"]["probe"] = probe
+        path = tmp_path / "probe.yaml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        assert cli.main(["plan", str(path), "--gpu-mem", "80", "--gpus-per-node", "8"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        i = lines.index(next(ln for ln in lines if ln.startswith("Qwen/Qwen2.5-7B:")))
+        if not probe:
+            assert "DOES NOT FIT" in lines[i + 1] and "suggested:" in lines[i + 2]
+            continue
+        line = lines[i + 1]
+        assert line.strip().startswith("probe:") and "fits" in line and "NOT" not in line
+        assert "suggested" not in lines[i + 2]
+        gib = float(line.split("est ")[1].split(" GiB")[0])
+        # bf16 weights of 7.61B parameters (15.2 GB) + one layer at batch 128 x 512 + 1.5 GiB
+        d = model_defaults("Qwen/Qwen2.5-7B")
+        expected = inference_bytes(d.params, 2, 512, 128, d.hidden) / GiB
+        assert abs(gib - expected) < 0.1 and 15 < gib < 30
+
+
 def test_plan_cli_follows_gradient_checkpointing_and_dtype(tmp_path, capsys):
     def qwen_line(train: dict) -> tuple[str, str]:
         raw = yaml.safe_load(_hub_spec(tmp_path).read_text())

@@ -207,6 +207,21 @@ def _layout(workers: int, stage: int, offload: bool) -> str:
     return f"workers={workers} zero_stage={stage} offload={str(offload).lower()}"
 
 
+def _print_probe_plan(d: Any, t: Any, r: Any, gpu_mem: int) -> None:
+    """A probe model's line: its features run only embeds (w2sray/plan_resources.py)."""
+    from w2sray.plan_resources import inference_bytes, run_budget_bytes
+
+    dtype_bytes = 4 if t.dtype == "fp32" else 2
+    est = inference_bytes(d.params, dtype_bytes, t.max_length, t.eval_batch_size, d.hidden)
+    budget = run_budget_bytes(gpu_mem, r.gpus_per_worker or 1)
+    fits = "fits" if est <= budget else "DOES NOT FIT (lower train.eval_batch_size)"
+    print(
+        f"  probe:     the features run embeds with the frozen backbone, whole on each of its "
+        f"{r.workers} worker(s), at eval batch {t.eval_batch_size}: est {_fmt_bytes(est)}/GPU  "
+        f"{fits}; the probe runs train a head on the CPU"
+    )
+
+
 def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_nodes: int) -> None:
     """Per model: size, estimated GPU memory under the spec's resources, and the planner's
     suggestion. Estimates only (w2sray/plan_resources.py); starts nothing."""
@@ -263,6 +278,9 @@ def _print_resource_plan(spec: SweepSpec, gpu_mem_gib: float, gpn: int, max_node
         if r.gpus_per_worker == 0:
             cpu_models.append(m.name)
         dtype_bytes = 4 if t.dtype == "fp32" else 2  # auto is bf16 on (bf16-capable) GPUs
+        if t.probe is not None:
+            _print_probe_plan(d, t, r, gpu_mem)
+            continue
         est = estimate_memory_per_gpu(
             d.params,
             dtype_bytes,

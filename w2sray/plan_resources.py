@@ -22,6 +22,10 @@ batch / W):
 - LoRA (``train.lora``): weights count all P parameters, gradients and optimizer states only
   the T trainable ones (adapters, r * (in + out) per adapted module, and the 2-way head):
   ``trainable=T`` (w2sray/models/lora.py estimate_params).
+- Probes (``train.probe``): nothing trains on the GPU. The features run embeds the splits with
+  the frozen backbone, whole on each worker (no ZeRO): weights dtype_bytes P, plus one layer's
+  forward activations at the eval batch (nothing is kept for a backward pass), plus the
+  overhead (inference_bytes). The probe runs train a 2-way head on the CPU.
 - Stage 3 also holds gathered weights while computing: counted as two layers' worth
   (the current one and the prefetched one), 2 * dtype_bytes * P / layers.
 - Activations for backprop, after Korthikanti et al. 2022 ("Reducing Activation Recomputation
@@ -128,6 +132,19 @@ def activation_bytes(
     if grad_ckpt:
         return dtype_bytes * tokens_hidden * layers + per_layer_full * tokens_hidden
     return per_layer_full * tokens_hidden * layers
+
+
+def inference_bytes(
+    params: int,
+    dtype_bytes: int,
+    seq_len: int,
+    micro_batch: int,
+    hidden: int,
+    overhead: int = OVERHEAD_BYTES,
+) -> int:
+    """Estimated peak bytes of a forward-only pass (a probe's features run) on one GPU."""
+    one_layer = ACT_BYTES_PER_TOKEN_HIDDEN_LAYER_16BIT * dtype_bytes // 2 * seq_len * micro_batch
+    return dtype_bytes * params + one_layer * hidden + overhead
 
 
 def memory_breakdown(
