@@ -30,7 +30,14 @@ from w2sray.train.steps import (
     train_steps,
 )
 from w2sray.train.tasks import TASKS, Evaluation
-from w2sray.train.worker import Worker, load_run_model, report, start_worker
+from w2sray.train.worker import (
+    Worker,
+    load_run_model,
+    report,
+    start_worker,
+    typed_resources,
+    typed_train,
+)
 from w2sray.train.zero import gathered
 
 
@@ -79,22 +86,19 @@ def _load_model(run: dict[str, Any], w: Worker, splits: Any, store: Store) -> Mo
     from w2sray.models import W2SClassifier, enable_gradient_checkpointing
     from w2sray.train.zero import resolve_bf16
 
-    train, m = run["train"], run["model"]
+    train, m = typed_train(run), run["model"]
     gen = run.get("generative") or {}
-    # .get: a run config written before these settings existed means their defaults.
-    bf16 = resolve_bf16(
-        train.get("dtype", "auto"), w.use_gpu, w.use_gpu and torch.cuda.is_bf16_supported()
-    )
+    bf16 = resolve_bf16(train.dtype, w.use_gpu, w.use_gpu and torch.cuda.is_bf16_supported())
     # a built-in model learns its vocabulary from split A
     loaded = load_run_model(run, store, w.use_gpu, bf16, splits.gt_texts, lm_head=bool(gen))
-    lora = train.get("lora")  # train.lora: adapters on the frozen backbone (models/lora.py)
+    lora = train.lora  # train.lora: adapters on the frozen backbone (models/lora.py)
     if lora:
         from w2sray.models.lora import apply_lora
 
         if gen:
             raise ValueError("train.lora cannot be combined with generative fine-tuning")
         lora = {**lora, "target_modules": apply_lora(loaded.backbone, lora, _model_type(loaded))}
-    if train.get("gradient_checkpointing", False):
+    if train.gradient_checkpointing:
         enable_gradient_checkpointing(loaded.backbone, m["source"])
     module = W2SClassifier(loaded.backbone, loaded.pooling, lm=loaded.lm)
     trainable = [p for p in module.parameters() if p.requires_grad]
@@ -116,13 +120,13 @@ class Schedule:
 
     @classmethod
     def of(cls, run: dict[str, Any], n_rows: int) -> Schedule:
-        train, gen = run["train"], run.get("generative") or {}
-        steps_per_epoch = max(1, n_rows // train["batch_size"])
+        train, gen = typed_train(run), run.get("generative") or {}
+        steps_per_epoch = max(1, n_rows // train.batch_size)
         return cls(
             steps_per_epoch,
-            max(1, int(round(train["epochs"] * steps_per_epoch))),
+            max(1, int(round(train.epochs * steps_per_epoch))),
             generative.steps(gen, steps_per_epoch),
-            generative.lr(gen, train["lr"]),
+            generative.lr(gen, train.lr),
         )
 
 
@@ -130,20 +134,18 @@ def _engine(run: dict[str, Any], w: Worker, model: Model, sched: Schedule) -> tu
     """The DeepSpeed engine around the model, with the client AdamW and the lr schedule."""
     from w2sray.train.zero import build_engine
 
-    train = run["train"]
-    optimizer = torch.optim.AdamW(
-        model.trainable, lr=train["lr"], weight_decay=train["weight_decay"]
-    )
+    train = typed_train(run)
+    optimizer = torch.optim.AdamW(model.trainable, lr=train.lr, weight_decay=train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         _lr_lambda(
-            sched.total_steps, train["lr_warmup_frac"], sched.gen_steps, sched.gen_lr / train["lr"]
+            sched.total_steps, train.lr_warmup_frac, sched.gen_steps, sched.gen_lr / train.lr
         ),
     )
-    micro = train["batch_size"] // w.world
+    micro = train.batch_size // w.world
     return build_engine(
         model.module, optimizer, scheduler, micro, w.world, run["resources"],
-        train["grad_clip"], model.bf16, w.use_gpu,
+        train.grad_clip, model.bf16, w.use_gpu,
     )  # fmt: skip
 
 
@@ -180,24 +182,24 @@ def _train(
     from w2sray.train import checkpoint
     from w2sray.train.select import Selector, score
 
-    train, res = run["train"], run["resources"]
-    select, lora = train.get("select"), bool(model.lora)
+    train, res = typed_train(run), typed_resources(run)
+    select, lora = train.select, bool(model.lora)
     # Every worker draws the same global order (see train_steps).
-    order = _order(run["seed"], len(rows.texts), sched.total_steps * train["batch_size"])
+    order = _order(run["seed"], len(rows.texts), sched.total_steps * train.batch_size)
     # Checkpoints are taken in the classification phase only; their step counts the
     # generative steps before it.
     start_step, done_losses, done_tokens = checkpoint.restore(
         engine, w.rank, run["key"], frozen_excluded=lora
     )
     every = checkpoint.checkpoint_interval(
-        sched.total_steps, res.get("checkpoint_every", 0), res.get("max_failures", 0)
+        sched.total_steps, res.checkpoint_every, res.max_failures
     )
     selector = None
     if select:
-        val_enc = Encoded(model.tokenizer, rows.val_texts, train["max_length"])
+        val_enc = Encoded(model.tokenizer, rows.val_texts, train.max_length)
 
         def evaluate() -> float:
-            p1 = predict(engine, val_enc, train["eval_batch_size"], w.rank, w.world, w.device)
+            p1 = predict(engine, val_enc, train.eval_batch_size, w.rank, w.world, w.device)
             return score(select["metric"], rows.val_targets, p1)
 
         selector = Selector(select["metric"], select["every"], sched.total_steps, evaluate)
@@ -216,7 +218,7 @@ def _train(
     t_train, cpu_train = time.time(), time.process_time()
     losses, tokens = train_steps(
         engine, enc, torch.from_numpy(rows.targets), order, sched.total_steps,
-        train["batch_size"], w.rank, w.world, w.device, run["loss"], run["loss_params"],
+        train.batch_size, w.rank, w.world, w.device, run["loss"], run["loss_params"],
         max(0, start_step - sched.gen_steps), on_step,
     )  # fmt: skip
     train_seconds = time.time() - t_train
@@ -273,7 +275,7 @@ def _run_metrics(
 ) -> dict[str, Any]:
     """metrics.json's account of how the run trained and ran (the evaluation's metrics and
     the loop's own timings are added by the caller)."""
-    train = run["train"]
+    train = typed_train(run)
     train_loss, tokens, gen_loss = _reduced(trained, sched, w.world)
     metrics = {
         "train_loss": train_loss,
@@ -295,13 +297,13 @@ def _run_metrics(
         "truncated_eval": evaluation.truncated,
         "workers": w.world,
         "resumed_from_step": trained.start_step,
-        "zero_stage": run["resources"]["zero_stage"],  # the spec's
+        "zero_stage": typed_resources(run).zero_stage,  # the spec's
         "engine_zero_stage": stage,  # the engine's (engine_stage: 0 for one fp32 CPU worker)
         "engine_allreduce": bool(engine.enable_backward_allreduce),
         "params": model.n_params,
         "trainable_params": model.n_trainable,  # all of them without LoRA
         "dtype": "bf16" if model.bf16 else "fp32",  # train.dtype as resolved on this device
-        "gradient_checkpointing": bool(train.get("gradient_checkpointing", False)),
+        "gradient_checkpointing": bool(train.gradient_checkpointing),
         "gpu": w.use_gpu,
         "gpu_memory_fraction": w.gpu_memory_fraction,  # the allocator's cap, None: not capped
         "gpu_name": torch.cuda.get_device_name(w.device) if w.use_gpu else None,
@@ -327,23 +329,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     t_start = time.time()
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
-    train, ds = run["train"], run["dataset"]
+    train, ds = typed_train(run), run["dataset"]
     w = start_worker(run)
     splits = make_splits(
         ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], ds["split_seed"]
     )
     task = TASKS[run["kind"]](run, splits, store)
-    rows = _train_rows(task, train.get("select"), ds["split_seed"])
+    rows = _train_rows(task, train.select, ds["split_seed"])
     model = _load_model(run, w, splits, store)
-    enc = Encoded(model.tokenizer, rows.texts, train["max_length"])
+    enc = Encoded(model.tokenizer, rows.texts, train.max_length)
     sched = Schedule.of(run, len(rows.texts))
     t_ds = time.time()
     engine, stage = _engine(run, w, model, sched)
     trained = _train(run, w, engine, model, rows, enc, sched)
 
     def predict_on(texts: list[str]) -> tuple[np.ndarray, int]:
-        e = Encoded(model.tokenizer, texts, train["max_length"])
-        return predict(engine, e, train["eval_batch_size"], w.rank, w.world, w.device), e.truncated
+        e = Encoded(model.tokenizer, texts, train.max_length)
+        return predict(engine, e, train.eval_batch_size, w.rank, w.world, w.device), e.truncated
 
     adapter = _gather_trainable(engine.module, stage) if model.lora else None
     t_eval = time.time()

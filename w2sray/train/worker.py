@@ -39,6 +39,21 @@ def start_worker(run: dict[str, Any]) -> Worker:
     return Worker(rank, world, device, device.type == "cuda", fraction)
 
 
+def typed_train(run: dict[str, Any]) -> Any:
+    """The run's training settings as the spec's dataclass (spec.TrainSettings): attributes,
+    not string keys; a setting the run's config predates takes its default."""
+    from w2sray.spec import TrainSettings
+
+    return TrainSettings(**run["train"])
+
+
+def typed_resources(run: dict[str, Any]) -> Any:
+    """The run's layout as the spec's dataclass (spec.Resources)."""
+    from w2sray.spec import Resources
+
+    return Resources(**run["resources"])
+
+
 def load_run_model(
     run: dict[str, Any],
     store: Store,
