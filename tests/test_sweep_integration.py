@@ -5,9 +5,12 @@ and the report: tests/test_methods_integration.py.)"""
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
+from pathlib import Path
 
+import pytest
 import yaml
 
 from w2sray.cli import main
@@ -55,6 +58,7 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
         "tracking": {
             "mlflow": {"tracking_uri": f"file://{tmp_path / 'mlruns'}"},
             "wandb": {"project": "w2s-itest", "mode": "offline"},
+            "tensorboard": {},
         },
         # a trial per run, so a tracked run per run (a pack is one trial: tests/test_packing.py)
         "packing": {"max_runs": 1},
@@ -91,6 +95,12 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     failures = {f["key"]: f for f in store.failures()}
     assert "broken-model" in failures[broken_gt.key]["error"]
     assert "upstream" in failures[transfer.key]["error"]
+
+    # TensorBoard: one event file per trial; the finished one's holds the run's test accuracy
+    scalars = _tensorboard_scalars_of_trials(tmp_path / "store" / "ray" / "failing-gt")
+    assert [s["ray/tune/acc"] for s in scalars if "ray/tune/acc" in s] == [
+        pytest.approx(m["acc"], abs=1e-6)
+    ]
 
     from mlflow.tracking import MlflowClient
 
@@ -183,3 +193,23 @@ def _wandb_offline_runs(root) -> list[dict]:
                 run[part][u.key or "/".join(u.nested_key)] = json.loads(u.value_json)
         runs.append(run)
     return runs
+
+
+def _tensorboard_scalars_of_trials(experiment: Path) -> list[dict[str, float]]:
+    """The last value of every scalar in each trial's TensorBoard event file (TFRecord framing:
+    length, crc, an Event protobuf, crc), read with tensorboardX's own Event type."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in sorted(glob.glob(str(experiment / "*" / "events.out.tfevents.*"))):
+        data, i, values = Path(path).read_bytes(), 0, {}
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            values.update({v.tag: v.simple_value for v in event.summary.value})
+        out.append(values)
+    return out

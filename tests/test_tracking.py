@@ -32,6 +32,7 @@ RAW = {
         ({"wandb": {}}, "tracking.wandb.project", "required"),
         ({"wandb": {"project": "p", "mode": "loud"}}, "tracking.wandb.mode", "online"),
         ("mlflow", "tracking", "mapping of tracker"),
+        ({"tensorboard": {"logdir": "x"}}, "tracking.tensorboard.logdir", "unknown option"),
     ],
 )
 def test_bad_tracking_names_the_field(tracking, field, words):
@@ -48,6 +49,11 @@ def test_missing_tracker_package_exits_2_naming_the_extra(tmp_path, capsys, monk
     assert main(["plan", str(path)]) == 2
     err = capsys.readouterr().err
     assert "tracking.wandb" in err and "pip install 'w2sray[wandb]'" in err
+
+
+def test_tensorboard_is_tunes_own_logger_and_adds_no_callback():
+    spec = parse_spec({**RAW, "tracking": {"tensorboard": {}}})
+    assert tracking_callbacks(spec.tracking, spec.name, "gt") == []
 
 
 def test_stage_callbacks_carry_the_sweep_and_stage():

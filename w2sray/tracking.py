@@ -2,8 +2,9 @@
 
 Every Tune trial (one run, or one search trial) becomes one tracked run with its config (the
 run key) and the metrics it reports: MLflow (``MLflowLoggerCallback``) and Weights & Biases
-(``WandbLoggerCallback``). TensorBoard needs nothing: Tune writes event files into every
-trial's folder under ``<store>/ray/`` (``tensorboard --logdir <store>/ray``).
+(``WandbLoggerCallback``). TensorBoard is Tune's own default logger: every trial's folder under
+``<store>/ray/`` gets an event file (``tensorboard --logdir <store>/ray``) whether or not the spec
+names it; ``tensorboard: {}`` only checks that its writer (tensorboardX) is installed.
 
 Tracking never changes a run's key: it is how results are watched, not what they are.
 """
@@ -30,8 +31,9 @@ OPTIONS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
         "tags": ((list,), "added to every run"),
         "mode": ((str,), "online | offline | disabled"),
     },
+    "tensorboard": {},  # no options: Tune writes the event files into each trial's folder
 }
-PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}
+PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboardX"}
 
 
 def check_tracking(raw: Any, where: str = "tracking") -> list[str]:
