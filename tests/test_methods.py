@@ -269,7 +269,7 @@ def test_generative_pairs_match_loss_and_hparams():
 def test_multisearch_keeps_each_search_within_its_budget_and_limit():
     from ray.tune.search import Searcher
 
-    from w2sray.search import OBJECTIVE, MultiSearch, best_of
+    from w2sray.methods.search_tune import OBJECTIVE, MultiSearch, best_of
 
     method = {
         "name": "tpe",
@@ -311,7 +311,7 @@ def test_multisearch_keeps_each_search_within_its_budget_and_limit():
 def test_each_search_samples_its_own_points_reproducibly():
     """One spec seed, yet every pair's search explores its own points (a shared sampler seed
     made every pair's random startup trials identical); the same search repeats them."""
-    from w2sray.search import optuna_search
+    from w2sray.methods.search_tune import optuna_search
 
     method = {
         "name": "tpe",

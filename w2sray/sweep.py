@@ -373,7 +373,7 @@ def _search_trial(
     """Tune function trainable of the search stage: one trial is one content-keyed ``search``
     run with the sampled values; it reports validation metrics only (it has no test metrics)
     and, as the objective, its search's metric."""
-    from w2sray.search import OBJECTIVE, SEARCH_METRIC_KEYS
+    from w2sray.methods.search_tune import OBJECTIVE, SEARCH_METRIC_KEYS
 
     search = searches[config["search_key"]]
     run = search.trial_run({k: config[k] for k in search.space})
@@ -389,7 +389,7 @@ def run_searches(
     import ray
     from ray import tune
 
-    from w2sray.search import MultiSearch, best_of
+    from w2sray.methods.search_tune import MultiSearch, best_of
 
     errors: dict[str, str] = {}
 

@@ -2,10 +2,11 @@
 pair, each trial trained on split B less a held-out part and scored there, the best setting then
 trained on all of split B like any transfer run.
 
-Here: the spec section and its checks, and its ranges. Elsewhere, by role: the plan's Search
-(w2sray/runs.py: trial and final runs, keyed with PART_VERSIONS["search"]), the trials' Tune
-searcher (w2sray/search.py), the stage that runs them (w2sray/sweep.py run_searches) and what a
-trial trains on and is scored by (w2sray/train/tasks.py SearchTrial).
+Here: the spec section, its checks and ranges, and the plan's entry (``planned``). Beside it,
+search_tune.py: the Tune searcher that runs the searches' trials. Elsewhere, by role: the plan's
+Search (w2sray/runs.py: trial and final runs, keyed with PART_VERSIONS["search"]), the stage
+(w2sray/sweep.py run_searches) and what a trial trains on and is scored by
+(w2sray/train/tasks.py SearchTrial).
 """
 
 from __future__ import annotations
