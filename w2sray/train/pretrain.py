@@ -63,30 +63,67 @@ def mask_tokens(
     return inputs, labels
 
 
+def _masker(run: dict[str, Any], tok: Any, rank: int) -> Any:
+    """A masked-LM run's masking (``mask_tokens`` at its mask_prob), None for a causal LM. Masks
+    are drawn from the seed and rank, so a rerun draws the same."""
+    if run["loss"] != "mlm":
+        return None
+    gen = torch.Generator().manual_seed(run["seed"] * 1_000_003 + rank)
+    special, prob = list(tok.all_special_ids), run["loss_params"]["mask_prob"]
+
+    def masker(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return mask_tokens(ids, mask, prob, tok.mask_token_id, len(tok), special, gen)
+
+    return masker
+
+
+def _lm_state(engine: Any, stage: int, rank: int) -> dict[str, torch.Tensor]:
+    """The language model's weights in float32 on rank 0 ({} elsewhere). Every rank takes part
+    in gathering ZeRO-3's partitioned parameters."""
+    from w2sray.train.zero import gathered
+
+    lm = engine.module.lm
+    with gathered(lm.parameters(), stage):
+        if rank != 0:
+            return {}
+        return {k: v.detach().float().cpu().clone() for k, v in lm.state_dict().items()}
+
+
+def _loss_ends(losses: list[float], steps: int, world: int) -> tuple[float, float]:
+    """The mean loss over the first and over the last 5% of steps, averaged over workers."""
+    import torch.distributed as dist
+
+    window = max(1, steps // 20)
+    stats = torch.tensor([float(np.mean(losses[:window])), float(np.mean(losses[-window:]))])
+    if world > 1:
+        dist.all_reduce(stats)
+        stats /= world
+    return float(stats[0]), float(stats[1])
+
+
 def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
-    """``config`` = {"run": Run.to_config() of a "pretrain" run, "store": uri}."""
+    """``config`` = {"run": Run.to_config() of a "pretrain" run, "store": uri}. Phases: start
+    the worker, read the corpus, load the model with its LM head, build the engine, train,
+    gather the weights, rank 0 writes the model folder, every rank reports."""
     # deepspeed imported here, at the start: its import time is setup, not the engine's init
     import deepspeed  # noqa: F401
     import psutil
-    import torch.distributed as dist
 
     from w2sray.models import W2SClassifier
     from w2sray.train.worker import load_run_model, report, start_worker
-    from w2sray.train.zero import build_engine, gathered, resolve_bf16
+    from w2sray.train.zero import build_engine, resolve_bf16
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
     pre, res = run["train"], run["resources"]
     w = start_worker(run)
-    rank, world, device, use_gpu = w.rank, w.world, w.device, w.use_gpu
-    gpu_memory_fraction = w.gpu_memory_fraction
 
     texts = load_corpus(run["dataset"])
-    bf16 = resolve_bf16("auto", use_gpu, use_gpu and torch.cuda.is_bf16_supported())
+    bf16 = resolve_bf16("auto", w.use_gpu, w.use_gpu and torch.cuda.is_bf16_supported())
     # a built-in model's word-level vocabulary comes from its corpus
     lm_head = "mlm" if run["loss"] == "mlm" else True
-    loaded = load_run_model(run, store, use_gpu, bf16, texts, lm_head=lm_head)
+    loaded = load_run_model(run, store, w.use_gpu, bf16, texts, lm_head=lm_head)
     model = W2SClassifier(loaded.backbone, loaded.pooling, lm=loaded.lm)
     n_params = sum(p.numel() for p in loaded.lm.parameters())
     enc = Encoded(loaded.tokenizer, texts, pre["max_length"])
@@ -96,41 +133,23 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, pre["warmup_frac"]))
     engine, stage = build_engine(
-        model, optimizer, scheduler, batch // world, world, res, pre["grad_clip"], bf16, use_gpu
-    )
+        model, optimizer, scheduler, batch // w.world, w.world, res, pre["grad_clip"], bf16,
+        w.use_gpu,
+    )  # fmt: skip
     order = _order(run["seed"], len(texts), steps * batch)
+
     t_train = time.time()
-    masker = None
-    if run["loss"] == "mlm":  # masks drawn from the seed and rank: a rerun draws the same
-        tok, gen = loaded.tokenizer, torch.Generator().manual_seed(run["seed"] * 1_000_003 + rank)
-        special = list(tok.all_special_ids)
-
-        def masker(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            prob = run["loss_params"]["mask_prob"]
-            return mask_tokens(ids, mask, prob, tok.mask_token_id, len(tok), special, gen)
-
-    losses = lm_steps(engine, enc, order, steps, batch, rank, world, device, masker)
+    masker = _masker(run, loaded.tokenizer, w.rank)
+    losses = lm_steps(engine, enc, order, steps, batch, w.rank, w.world, w.device, masker)
     train_seconds = time.time() - t_train
     tokens = sum(len(enc.ids[i]) for i in order[: steps * batch])
 
-    # Every rank takes part in gathering ZeRO-3's partitioned parameters; rank 0 saves them.
-    lm = engine.module.lm
-    with gathered(lm.parameters(), stage):
-        state = (
-            {k: v.detach().float().cpu().clone() for k, v in lm.state_dict().items()}
-            if rank == 0
-            else {}
-        )
-    window = max(1, steps // 20)  # the first and last 5% of steps
-    curve_every = max(1, steps // 50)
-    stats = torch.tensor([float(np.mean(losses[:window])), float(np.mean(losses[-window:]))])
-    if world > 1:
-        dist.all_reduce(stats)
-        stats /= world
+    state = _lm_state(engine, stage, w.rank)
+    loss_start, loss_end = _loss_ends(losses, steps, w.world)
     metrics = {
         "objective": run["loss"],  # clm | mlm (an mlm loss is over the masked tokens only)
-        "lm_loss_start": float(stats[0]),
-        "lm_loss": float(stats[1]),
+        "lm_loss_start": loss_start,
+        "lm_loss": loss_end,
         "steps": steps,
         "documents": len(texts),
         "tokens": tokens,
@@ -139,20 +158,21 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         "truncated_train": enc.truncated,
         "vocab_size": len(loaded.tokenizer),
         "params": n_params,
-        "workers": world,
+        "workers": w.world,
         "zero_stage": res["zero_stage"],  # the spec's
         "engine_zero_stage": stage,
         "dtype": "bf16" if bf16 else "fp32",
-        "gpu": use_gpu,
-        "gpu_memory_fraction": gpu_memory_fraction,  # the allocator's cap, None: not capped
+        "gpu": w.use_gpu,
+        "gpu_memory_fraction": w.gpu_memory_fraction,  # the allocator's cap, None: not capped
         "t_process_start": process_start,
         "t_loop_start": t_start,
         "t_train_start": t_train,
         "t_train_end": t_train + train_seconds,
     }
-    if rank == 0:
+    if w.rank == 0:
         files = model_files(loaded.lm, loaded.tokenizer, state)
         metrics["t_eval_end"] = time.time()  # the model saved
+        curve_every = max(1, steps // 50)
         curve = {"step": list(range(0, steps, curve_every)), "loss": losses[::curve_every]}
         files.update(record_files(run, {**metrics, "lm_loss_curve": curve}, sort_metrics=False))
         store.write_run(run["key"], files)
