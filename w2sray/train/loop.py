@@ -13,7 +13,7 @@ import io
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from w2sray.train.worker import (
     typed_train,
 )
 from w2sray.train.zero import gathered
+
+if TYPE_CHECKING:
+    from w2sray.spec import TrainSettings
 
 
 @dataclass
@@ -82,11 +85,13 @@ def _model_type(loaded: Any) -> str:
     return str(getattr(loaded.backbone.config, "model_type", ""))
 
 
-def _load_model(run: dict[str, Any], w: Worker, splits: Any, store: Store) -> Model:
+def _load_model(
+    run: dict[str, Any], train: TrainSettings, w: Worker, splits: Any, store: Store
+) -> Model:
     from w2sray.models import W2SClassifier, enable_gradient_checkpointing
     from w2sray.train.zero import resolve_bf16
 
-    train, m = typed_train(run), run["model"]
+    m = run["model"]
     gen = run.get("generative") or {}
     bf16 = resolve_bf16(train.dtype, w.use_gpu, w.use_gpu and torch.cuda.is_bf16_supported())
     # a built-in model learns its vocabulary from split A
@@ -119,8 +124,8 @@ class Schedule:
     gen_lr: float
 
     @classmethod
-    def of(cls, run: dict[str, Any], n_rows: int) -> Schedule:
-        train, gen = typed_train(run), run.get("generative") or {}
+    def of(cls, run: dict[str, Any], train: TrainSettings, n_rows: int) -> Schedule:
+        gen = run.get("generative") or {}
         steps_per_epoch = max(1, n_rows // train.batch_size)
         return cls(
             steps_per_epoch,
@@ -130,11 +135,12 @@ class Schedule:
         )
 
 
-def _engine(run: dict[str, Any], w: Worker, model: Model, sched: Schedule) -> tuple[Any, int]:
+def _engine(
+    run: dict[str, Any], train: TrainSettings, w: Worker, model: Model, sched: Schedule
+) -> tuple[Any, int]:
     """The DeepSpeed engine around the model, with the client AdamW and the lr schedule."""
     from w2sray.train.zero import build_engine
 
-    train = typed_train(run)
     optimizer = torch.optim.AdamW(model.trainable, lr=train.lr, weight_decay=train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -168,6 +174,7 @@ class Trained:
 
 def _train(
     run: dict[str, Any],
+    train: TrainSettings,
     w: Worker,
     engine: Any,
     model: Model,
@@ -182,7 +189,7 @@ def _train(
     from w2sray.train import checkpoint
     from w2sray.train.select import Selector, score
 
-    train, res = typed_train(run), typed_resources(run)
+    res = typed_resources(run)
     select, lora = train.select, bool(model.lora)
     # Every worker draws the same global order (see train_steps).
     order = _order(run["seed"], len(rows.texts), sched.total_steps * train.batch_size)
@@ -263,6 +270,7 @@ def _reduced(trained: Trained, sched: Schedule, world: int) -> tuple[float, floa
 
 def _run_metrics(
     run: dict[str, Any],
+    train: TrainSettings,
     w: Worker,
     model: Model,
     sched: Schedule,
@@ -275,7 +283,6 @@ def _run_metrics(
 ) -> dict[str, Any]:
     """metrics.json's account of how the run trained and ran (the evaluation's metrics and
     the loop's own timings are added by the caller)."""
-    train = typed_train(run)
     train_loss, tokens, gen_loss = _reduced(trained, sched, w.world)
     metrics = {
         "train_loss": train_loss,
@@ -336,12 +343,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     task = TASKS[run["kind"]](run, splits, store)
     rows = _train_rows(task, train.select, ds["split_seed"])
-    model = _load_model(run, w, splits, store)
+    model = _load_model(run, train, w, splits, store)
     enc = Encoded(model.tokenizer, rows.texts, train.max_length)
-    sched = Schedule.of(run, len(rows.texts))
+    sched = Schedule.of(run, train, len(rows.texts))
     t_ds = time.time()
-    engine, stage = _engine(run, w, model, sched)
-    trained = _train(run, w, engine, model, rows, enc, sched)
+    engine, stage = _engine(run, train, w, model, sched)
+    trained = _train(run, train, w, engine, model, rows, enc, sched)
 
     def predict_on(texts: list[str]) -> tuple[np.ndarray, int]:
         e = Encoded(model.tokenizer, texts, train.max_length)
@@ -353,7 +360,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     eval_seconds = time.time() - t_eval
     metrics = {
         **evaluation.metrics,
-        **_run_metrics(run, w, model, sched, rows, enc, trained, evaluation, engine, stage),
+        **_run_metrics(run, train, w, model, sched, rows, enc, trained, evaluation, engine, stage),
         "eval_seconds": eval_seconds,
         "setup_seconds": trained.t_gen - t_start,
         "deepspeed_init_seconds": trained.t_gen - t_ds,

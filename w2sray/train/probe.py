@@ -35,6 +35,7 @@ import torch
 
 from w2sray.artifacts import FEATURES, TEST_PREDICTIONS, WEAK_LABELS, record_files
 from w2sray.store import Store, parquet_bytes
+from w2sray.train.tasks import load_weak_p1
 
 HEADS = ("linear", "logreg")
 FIELDS = ("head", "epochs", "lr", "weight_decay", "batch_size")
@@ -193,14 +194,7 @@ def targets_of(run: dict[str, Any], feats: dict[str, np.ndarray], store: Store) 
         return np.stack([1 - y, y], axis=1)
     if run["kind"] != "transfer":
         raise ValueError(f"a probe trains gt and transfer runs, not {run['kind']!r} runs")
-    weak_key = run["upstream"][0]
-    weak = store.read_parquet(weak_key, WEAK_LABELS)
-    if not np.array_equal(weak["id"].to_numpy(), feats["weak_ids"]):
-        raise ValueError(
-            f"weak labels of run {weak_key} do not match split B of run {run['key']} (its "
-            f"features run {run['features']}): their example ids differ"
-        )
-    p1 = weak["p1"].to_numpy(dtype=np.float32)
+    p1 = load_weak_p1(run, feats["weak_ids"], store)  # the fine-tuning loop's check
     return np.stack([1 - p1, p1], axis=1)
 
 

@@ -25,12 +25,12 @@ from w2sray.store import Store
 from w2sray.train.select import holdout
 
 
-def load_weak_p1(run: dict[str, Any], splits: Any, store: Store) -> np.ndarray:
+def load_weak_p1(run: dict[str, Any], weak_ids: Any, store: Store) -> np.ndarray:
     """The upstream run's class-1 probabilities on split B (a GT run's, or a bootstrapping
-    step's), checked against split B's example ids."""
+    step's), checked against split B's example ids ``weak_ids``."""
     weak_key = run["upstream"][0]
     weak = store.read_parquet(weak_key, WEAK_LABELS)
-    if not np.array_equal(weak["id"].to_numpy(), splits.weak_ids):
+    if not np.array_equal(weak["id"].to_numpy(), weak_ids):
         raise ValueError(
             f"weak labels of run {weak_key} do not match split B of run {run['key']}: "
             "their example ids differ"
@@ -44,7 +44,7 @@ def load_targets(run: dict[str, Any], splits: Any, store: Store) -> tuple[list[s
     if run["kind"] == "gt":
         y = np.asarray(splits.gt_labels)
         return splits.gt_texts, np.stack([1 - y, y], axis=1).astype(np.float32)
-    p1 = load_weak_p1(run, splits, store)
+    p1 = load_weak_p1(run, splits.weak_ids, store)
     return splits.weak_texts, np.stack([1 - p1, p1], axis=1)
 
 
@@ -127,7 +127,7 @@ class SearchTrial:
         self.found = search_inputs(
             splits.weak_texts,
             splits.weak_labels,
-            load_weak_p1(run, splits, store),
+            load_weak_p1(run, splits.weak_ids, store),
             run["val_frac"],
             run["dataset"]["split_seed"],
         )
