@@ -29,7 +29,8 @@ from w2sray.runs import Run
 
 MAX_RUNS = 4
 MAX_COST = 1e11  # e.g. a 17M-parameter encoder on 3,000 examples for 2 epochs is 1e11
-DEFAULTS = {"max_runs": MAX_RUNS, "max_cost": MAX_COST}
+# dataflow: the whole sweep as one experiment, one pack per slot (w2sray/dataflow.py)
+DEFAULTS = {"max_runs": MAX_RUNS, "max_cost": MAX_COST, "dataflow": True}
 PROBE_PACK_RUNS = 64  # probe runs (train.probe) per pack, when packing is on (max_runs > 1)
 
 

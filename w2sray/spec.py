@@ -187,7 +187,8 @@ class SweepSpec:
     # tracker -> options: mlflow, wandb (w2sray/tracking.py); never part of a run's key
     tracking: dict[str, Any] = field(default_factory=dict)
     # short runs trained one after another by one worker group (w2sray/packing.py):
-    # {max_runs, max_cost} with their defaults; max_runs 1: no packing. Not part of run keys.
+    # {max_runs, max_cost, dataflow} with their defaults; max_runs 1: no packing; dataflow: the
+    # sweep's stages as one experiment (w2sray/dataflow.py). Not part of run keys.
     packing: dict[str, Any] = field(default_factory=lambda: _packing_defaults())
     source_path: str = ""
     # The fields the spec's top-level ``train:`` writes (parse_spec fills it). The others take
@@ -735,12 +736,12 @@ def _packing_defaults() -> dict[str, Any]:
 
 
 def _check_packing(chk: _Checker, raw: Any) -> dict[str, Any]:
-    """``packing: {max_runs, max_cost}`` with the defaults merged."""
+    """``packing: {max_runs, max_cost, dataflow}`` with the defaults merged."""
     out = _packing_defaults()
     if raw is None:
         return out
     if not isinstance(raw, dict):
-        chk.bad("packing", f"must be a mapping (max_runs, max_cost), got {raw!r}")
+        chk.bad("packing", f"must be a mapping (max_runs, max_cost, dataflow), got {raw!r}")
         return out
     for key, value in raw.items():
         if key == "max_cost" and isinstance(value, str):  # YAML 1.1 reads 1e11 as a string
@@ -749,7 +750,9 @@ def _check_packing(chk: _Checker, raw: Any) -> dict[str, Any]:
             except ValueError:
                 pass
         if key not in out:
-            chk.bad(f"packing.{key}", "unknown field (known: max_runs, max_cost)")
+            chk.bad(f"packing.{key}", "unknown field (known: max_runs, max_cost, dataflow)")
+        elif key == "dataflow" and not isinstance(value, bool):
+            chk.bad("packing.dataflow", f"must be true or false, got {value!r}")
         elif key == "max_runs" and (not isinstance(value, int) or isinstance(value, bool)):
             chk.bad("packing.max_runs", f"must be a whole number >= 1, got {value!r}")
         elif key == "max_runs" and value < 1:

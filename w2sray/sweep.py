@@ -8,6 +8,7 @@ its search key.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -129,17 +130,23 @@ def concurrency(runs: list[Run], cluster: dict[str, float], cap: int | None) -> 
 
 
 def _trial(
-    config: dict[str, Any], runs: dict[str, Run], store_uri: str, report_train: bool = True
+    config: dict[str, Any],
+    runs: dict[str, Run],
+    store_uri: str,
+    report_train: bool = True,
+    leases: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Tune function trainable: train the trial's runs, ``config["runs"]`` (one run, or a pack
-    of short ones: w2sray/packing.py), through one TorchTrainer, unless already stored.
+    of short ones: w2sray/packing.py; a dataflow pack, with ``leases``: w2sray/dataflow.py),
+    through one TorchTrainer, unless already stored.
     ``report_train`` forwards the Train run's own reports to Tune as they come (a search trial
     reports once, at the end, with the objective its searcher needs in every result)."""
     keys = list(config["runs"])
     store = Store(store_uri)
-    if len(keys) == 1:
+    wait = config.get("wait_since"), config.get("wait_grace")  # a dataflow pack: dataflow.py
+    if len(keys) == 1 and wait[0] is None:
         return _train_one(keys[0], runs, store, report_train)
-    return _train_pack(keys, runs, store, report_train)
+    return _train_pack(keys, runs, store, report_train, *wait, leases)
 
 
 def _train_one(key: str, runs: dict[str, Run], store: Store, report_train: bool) -> dict[str, Any]:
@@ -172,11 +179,19 @@ def _train_one(key: str, runs: dict[str, Run], store: Store, report_train: bool)
 
 
 def _train_pack(
-    keys: list[str], runs: dict[str, Run], store: Store, report_train: bool
+    keys: list[str],
+    runs: dict[str, Run],
+    store: Store,
+    report_train: bool,
+    wait_since: float | None = None,
+    wait_grace: float | None = None,
+    leases: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A pack: the runs this trial can claim trained by one worker group, one after another;
-    a run another sweep holds is waited on afterwards. Failed runs are recorded, not raised:
-    the others of the pack are results (run_stage reads each run's outcome from the store)."""
+    a run another sweep holds is waited on afterwards (in a dataflow pack, ``wait_since`` set:
+    left to the staged pass, when its inputs are sure to be done). Failed runs are recorded,
+    not raised: the others of the pack are results (run_stage reads each run's outcome from
+    the store)."""
     from w2sray.train.trainer import build_trainer
 
     held, waiting, elsewhere = [], [], []
@@ -194,7 +209,10 @@ def _train_pack(
         elsewhere += [lease.key for lease in held if lease.key not in todo]
         if todo:
             try:
-                build_trainer([runs[k] for k in todo], store, in_tune=report_train).fit()
+                trainer = build_trainer(
+                    [runs[k] for k in todo], store, report_train, wait_since, wait_grace, leases
+                )
+                trainer.fit()
             except Exception as exc:  # the worker group itself failed: every unfinished run
                 for k in todo:
                     info = store.read_failure(k)
@@ -202,13 +220,14 @@ def _train_pack(
                     if not store.is_complete(k) and not fresh:
                         store.record_failure(k, _failure(runs[k], exc))
     t_end = time.time()
-    for key in waiting:  # claimed by another sweep when the pack started
+    for key in waiting if wait_since is None else ():  # claimed by another sweep at the start
         try:
             if _train_one(key, runs, store, report_train).get(ELSEWHERE):
                 elsewhere.append(key)
         except Exception:  # recorded by _train_one
             pass
-    failed = [k for k in keys if not store.is_complete(k)]
+    # failed: recorded so in this trial (a dataflow run deferred is neither failed nor done)
+    failed = [k for k in keys if not store.is_complete(k) and _fresh_failure(store, k, t_fit)]
     return {
         "runs": len(keys),
         "failed": len(failed),
@@ -217,6 +236,11 @@ def _train_pack(
         "t_fit_start": t_fit,
         "t_fit_end": t_end,
     }
+
+
+def _fresh_failure(store: Store, key: str, since: float) -> bool:
+    info = store.read_failure(key)
+    return info is not None and float(info.get("time", 0)) >= since
 
 
 def _failure(run: Run, exc: BaseException | str) -> dict[str, Any]:
@@ -255,9 +279,11 @@ class _Progress:
         self.t0 = time.time()
 
     def show(self) -> None:
-        left = self.total - self.done - self.failed - self.running
+        # a dataflow pack counts as one run in flight until its last run reports
+        running = min(self.running, self.total - self.done - self.failed)
+        left = self.total - self.done - self.failed - running
         self.printer(
-            f"[{self.stage}] done {self.done}/{self.total}  running {self.running}  "
+            f"[{self.stage}] done {self.done}/{self.total}  running {running}  "
             f"failed {self.failed}  left {left}  ({time.time() - self.t0:.0f}s)"
         )
 
@@ -266,23 +292,43 @@ def _progress_callback(progress: _Progress) -> Any:
     from ray import tune
 
     class Callback(tune.Callback):
-        # A trial trains one run or a pack (config "runs"; a search trial: one run)
+        # A trial trains one run or a pack (config "runs"; a search trial: one run); a pack's
+        # runs count as done one by one, as their final reports (run_done) arrive. Running:
+        # a pack's runs, but a dataflow pack (wait_since) as one: it trains one at a time.
+        def __init__(self) -> None:
+            super().__init__()
+            self.reported: dict[str, int] = {}
+
+        @staticmethod
+        def _running(trial) -> int:
+            return 1 if "wait_since" in trial.config else len(trial.config.get("runs", [None]))
+
         def on_trial_start(self, iteration, trials, trial, **info):
-            progress.running += len(trial.config.get("runs", [None]))
+            progress.running += self._running(trial)
             progress.show()
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("run_done"):
+                self.reported[trial.trial_id] = self.reported.get(trial.trial_id, 0) + 1
+                progress.running -= 0 if "wait_since" in trial.config else 1
+                progress.done += 1
+                progress.show()
+
+        def _left(self, trial) -> int:
             n = len(trial.config.get("runs", [None]))
-            failed = int((trial.last_result or {}).get("failed", 0))
-            progress.running -= n
-            progress.done += n - failed
+            left = n - self.reported.pop(trial.trial_id, 0)
+            progress.running -= 1 if "wait_since" in trial.config else left
+            return left
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            left = self._left(trial)
+            failed = min(left, int((trial.last_result or {}).get("failed", 0)))
+            progress.done += left - failed
             progress.failed += failed
             progress.show()
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            n = len(trial.config.get("runs", [None]))
-            progress.running -= n
-            progress.failed += n
+            progress.failed += self._left(trial)
             progress.show()
 
     return Callback()
@@ -314,9 +360,13 @@ def run_stage(
     spec: SweepSpec,
     printer: Callable[[str], None],
     elsewhere: list[str] | None = None,
+    dataflow: bool = False,
 ) -> dict[str, str]:
     """Fit one Tuner over ``runs``; return {key: error line} for the runs that failed. The keys
-    of runs another sweep sharing the store completed meanwhile are added to ``elsewhere``."""
+    of runs another sweep sharing the store completed meanwhile are added to ``elsewhere``.
+    ``dataflow``: ``runs`` span stages (inputs first), one pack per slot whose runs wait for
+    their inputs in the store (w2sray/dataflow.py); a run it defers is neither failed nor
+    complete afterwards."""
     import ray
     from ray import tune
 
@@ -327,17 +377,33 @@ def run_stage(
         driver = {"cpu": 0.01}
         cluster = {**cluster, "CPU": cluster.get("CPU", 0) - 0.01 * len(runs)}
     limit = concurrency(runs, cluster, spec.max_concurrent_trials)
-    packs = make_packs(runs, limit, **spec.packing)
     progress = _Progress(name, len(runs), printer)
-    packed = sum(len(p) for p in packs if len(p) > 1)
-    how = f" ({packed} of them in {sum(len(p) > 1 for p in packs)} packs)" if packed else ""
-    printer(f"[{name}] {len(runs)} runs{how}, up to {limit} trials at a time")
+    extra: dict[str, Any] = {}
+    leases = None
+    if dataflow:
+        from w2sray import dataflow as flow
+
+        packs = flow.schedule(runs, limit)
+        extra.update(wait_since=time.time(), wait_grace=flow.GRACE_S)
+        leases = flow.pack_leases(packs, extra["wait_since"])
+        printer(f"[{name}] {len(runs)} runs across stages in {len(packs)} packs, one per slot")
+    else:
+        packs = make_packs(runs, limit, **_pack_options(spec))
+        packed = sum(len(p) for p in packs if len(p) > 1)
+        how = f" ({packed} of them in {sum(len(p) > 1 for p in packs)} packs)" if packed else ""
+        printer(f"[{name}] {len(runs)} runs{how}, up to {limit} trials at a time")
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, runs={r.key: r for r in runs}, store_uri=store.uri), driver
+        tune.with_parameters(
+            _trial,
+            runs={r.key: r for r in runs},
+            store_uri=store.uri,
+            **({"leases": leases} if leases else {}),  # a dataflow pack's (w2sray/dataflow.py)
+        ),
+        driver,
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={"runs": tune.grid_search([[r.key for r in p] for p in packs])},
+        param_space={"runs": tune.grid_search([[r.key for r in p] for p in packs]), **extra},
         tune_config=tune.TuneConfig(max_concurrent_trials=limit, reuse_actors=True),
         run_config=_run_config(spec, name, store, progress),
     )
@@ -365,6 +431,24 @@ def run_stage(
                 continue
             failed[key] = error_line(info.get("error"))
     return failed
+
+
+def _pack_options(spec: SweepSpec) -> dict[str, Any]:
+    return {k: spec.packing[k] for k in ("max_runs", "max_cost")}
+
+
+def dataflow_ok(spec: SweepSpec, runs: list[Run]) -> bool:
+    """Whether ``runs`` go through one dataflow experiment: the spec's ``packing.dataflow``
+    (and packing at all: ``max_runs`` > 1), more than one stage's worth of work, and one
+    worker-group shape for every run (a pack has one worker group)."""
+    shapes = {json.dumps(r.resources, sort_keys=True) for r in runs}
+    stages = {(r.kind, r.depth) for r in runs}
+    return (
+        bool(spec.packing.get("dataflow", True))
+        and spec.packing["max_runs"] > 1
+        and len(shapes) == 1
+        and len(stages) > 1
+    )
 
 
 def _search_trial(
@@ -438,35 +522,37 @@ def run_searches(
     return errors
 
 
-def _blocked(run: Run, store: Store, out: Outcome) -> str | None:
+def _blocked(run: Run, store: Store, out: Outcome, pending: set[str] = frozenset()) -> str | None:
     """Why ``run`` cannot start: the first run it needs (its upstream, its model's pretraining,
-    a probe's features run) that failed or has no result; None when it can."""
+    a probe's features run) that failed or has no result and is not ``pending`` (to be trained
+    with it, in a dataflow experiment); None when it can."""
+    from w2sray.dataflow import need_role
+
     for need in run.needs:
         if need in out.done or need in out.skipped or need in out.elsewhere:  # checked complete
             continue
+        if need in pending and need not in out.failed:
+            continue
         if need in out.failed or not store.is_complete(need):
-            role = (
-                "pretraining"
-                if need == run.model.get("pretrain")
-                else "features"
-                if need == run.features
-                else "upstream"
-            )
+            role = need_role({"model": run.model, "features": run.features}, need)
             return f"{role} run {need} has no result"
     return None
 
 
 def _runnable(runs: tuple[Run, ...] | list[Run], store: Store, out: Outcome) -> list[Run]:
-    """The runs still to train; complete ones are skipped, blocked ones recorded as failed."""
-    todo = []
+    """The runs still to train, inputs first; complete ones are skipped, blocked ones recorded
+    as failed. A run may need one listed before it (dataflow: trained together)."""
+    todo: list[Run] = []
+    pending: set[str] = set()
     for run in runs:
         if store.is_complete(run.key):
             out.skipped.append(run.key)
-        elif msg := _blocked(run, store, out):
+        elif msg := _blocked(run, store, out, pending):
             out.failed[run.key] = msg
             store.record_failure(run.key, _failure(run, msg))
         else:
             todo.append(run)
+            pending.add(run.key)
     return todo
 
 
@@ -493,18 +579,34 @@ def execute(
     selected = [s.final_run(r["best"]) for s, r in zip(plan.searches, stored, strict=True) if r]
     store.write_manifest(spec.name, manifest(spec, plan, selected))
 
-    def stage(name: str, runs: tuple[Run, ...] | list[Run]) -> None:
-        todo = _runnable(runs, store, out)
+    def seen(key: str) -> bool:
+        return key in out.failed or key in out.done or key in out.skipped or key in out.elsewhere
+
+    def stage(
+        name: str, runs: tuple[Run, ...] | list[Run], dataflow: bool = False, quiet: bool = False
+    ) -> None:
+        todo = _runnable([r for r in runs if not seen(r.key)], store, out)
         if not todo:
-            printer(f"[{name}] nothing to run ({len(runs)} runs already complete or blocked)")
+            if not quiet:
+                printer(f"[{name}] nothing to run ({len(runs)} runs already complete or blocked)")
             return
         connect(address)
-        failed = run_stage(name, todo, store, spec, printer, elsewhere=out.elsewhere)
+        failed = run_stage(name, todo, store, spec, printer, out.elsewhere, dataflow)
         out.failed.update(failed)
-        out.done.extend(r.key for r in todo if r.key not in failed and r.key not in out.elsewhere)
+        # A dataflow run deferred (neither failed nor complete) goes to the staged pass below.
+        out.done.extend(
+            r.key
+            for r in todo
+            if r.key not in failed and r.key not in out.elsewhere and store.is_complete(r.key)
+        )
 
+    # The whole plan as one experiment when it can be (w2sray/dataflow.py), then stage by
+    # stage: everything, or (after the dataflow experiment) what it deferred.
+    flowed = dataflow_ok(spec, plan.all_runs())
+    if flowed:
+        stage("runs", plan.all_runs(), dataflow=True)
     for name, runs in plan.stages:
-        stage(name, runs)
+        stage(name, runs, quiet=flowed)
     if plan.searches:
         records = {s.key: store.read_search(s.key) for s in plan.searches}
         todo = []

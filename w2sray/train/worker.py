@@ -85,8 +85,9 @@ def load_run_model(
 
 def report(run: dict[str, Any], metrics: dict[str, Any]) -> None:
     """Report a finished run's numeric metrics to Ray Train (and so to its Tune trial), with
-    its key: a pack's runs report one after another to the same trial."""
+    its key: a pack's runs report one after another to the same trial (``run_done`` tells
+    these reports from a checkpoint's, for the sweep's progress line)."""
     import ray.train
 
     numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    ray.train.report({**numbers, "run_key": run["key"]})
+    ray.train.report({**numbers, "run_key": run["key"], "run_done": 1})
