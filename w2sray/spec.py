@@ -15,11 +15,8 @@ from typing import Any
 
 import yaml
 
-from w2sray.methods import bootstrap
 from w2sray.methods.generative import GenerativeSpec
-from w2sray.methods.generative import check as check_generative
 from w2sray.methods.search import SearchSpec
-from w2sray.methods.search import check as check_search
 
 
 class SpecError(ValueError):
@@ -632,7 +629,9 @@ def _parse_methods(
     probe_models: list[str],
 ) -> list[MethodSpec]:
     from w2sray.losses import LOSSES, validate_loss_params
+    from w2sray.methods import MethodContext, check_method
 
+    ctx = MethodContext(ladder, lora_models, probe_models)
     methods = []
     raw_methods = top.get("methods")
     if not isinstance(raw_methods, list) or not raw_methods:
@@ -661,29 +660,7 @@ def _parse_methods(
         for variant in method.variants():
             for p in validate_loss_params(method.loss, variant):
                 chk.bad(f"{where}.params", p)
-        method = _check_method_extras(chk, method, ladder, where)
-        if method.generative is not None and lora_models:
-            chk.bad(
-                f"{where}.generative",
-                "generative fine-tuning cannot be combined with train.lora (set for "
-                f"{', '.join(lora_models)}): LoRA trains the classifier's backbone only; drop "
-                "one of them",
-            )
-        # Probe students (a probe supervisor's weak labels train any student as usual)
-        probed = _probe_students(method, ladder, probe_models)
-        if probed and method.generative is not None:
-            chk.bad(
-                f"{where}.generative",
-                "generative fine-tuning trains the backbone, which train.probe freezes (set for "
-                f"students {', '.join(probed)}): drop generative, or probe: null for them",
-            )
-        if probed and method.search is not None:
-            chk.bad(
-                f"{where}.search",
-                "searches are not supported on probes (train.probe set for students "
-                f"{', '.join(probed)}): grid the loss params instead (a list in params), or "
-                "probe: null for them",
-            )
+        method = check_method(chk, method, ctx, where)  # pairs, chains, generative, search
         methods.append(method)
     _no_dupes(chk, "methods", [m.name for m in methods])
     return methods
@@ -718,15 +695,6 @@ def _parse_run_options(chk: _Checker, top: dict[str, Any]) -> tuple[Any, dict[st
         field_name, _, msg = problem.partition(": ")
         chk.bad(field_name, msg)
     return mct, packing
-
-
-def _probe_students(method: MethodSpec, ladder: list[str], probe_models: list[str]) -> list[str]:
-    """The models of ``probe_models`` that ``method`` trains on weak labels."""
-    try:
-        students = {name for path in bootstrap.paths(method, ladder) for name in path[1:]}
-    except ValueError:  # a bad pair or chain: reported by _check_method_extras
-        return []
-    return [m for m in probe_models if m in students]
 
 
 def _packing_defaults() -> dict[str, Any]:
@@ -847,15 +815,3 @@ def _no_dupes(chk: _Checker, where: str, names: list[str]) -> None:
         if n in seen:
             chk.bad(f"{where}[{i}].name", f"duplicate name {n!r}")
         seen.add(n)
-
-
-def _check_method_extras(
-    chk: _Checker, method: MethodSpec, ladder: list[str], where: str
-) -> MethodSpec:
-    """Validate a method's pairs, bootstrapping chains, generative and search settings, and
-    turn the raw generative/search mappings into their dataclasses."""
-    bootstrap.check(chk, method, ladder, where)
-    gen = check_generative(chk, method.generative, f"{where}.generative")
-
-    search = check_search(chk, method.search, method, f"{where}.search")
-    return replace(method, generative=gen, search=search)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from w2sray.atomic import atomic_write, atomic_write_text
-from w2sray.methods import generative
+from w2sray.methods import report_pairs as method_report_pairs
 from w2sray.store import error_line
 
 from .collect import PRETRAIN_COLUMNS
@@ -503,10 +503,10 @@ def _analyse(
         matrices = pgr_matrices(table, ladder)
         stat_frames = [cell_stats(table, ladder, metric) for metric in METRICS]
         comp_frames = [compare_all(table, metric, ladder=ladder) for metric in METRICS]
-        # Generative fine-tuning against the same method without it (unless that is the
-        # baseline every variant is already compared with).
+        # What method parts ask to compare (generative fine-tuning against the same method
+        # without it), unless it is the baseline every variant is already compared with.
         base = choose_baseline(table["variant"].dropna()) if not table.empty else None
-        for a, b in generative.report_pairs(table):
+        for a, b in method_report_pairs(table):  # each method part's (w2sray.methods)
             if a != base:
                 comp_frames += [
                     paired_differences(table, a, b, metric, ladder=ladder) for metric in METRICS

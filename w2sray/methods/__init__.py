@@ -1,11 +1,82 @@
-"""Weak-to-strong methods beyond a loss, one module each (losses are registered in
-w2sray/losses.py). A method's module owns its spec field and its validation, what it adds to a
-run (and so to the run key, with its version), and its phase in the worker loop:
+"""Weak-to-strong methods beyond a loss, one module each, registered in ``METHOD_PARTS`` as
+losses are in w2sray/losses.py. A method in a spec is a loss (its hyper-parameter grid) plus any
+of these parts; each part's module owns its spec fields and their validation (including what it
+cannot be combined with), what it adds to a run (and so to the run key, with its version), its
+phase in the worker loop, and the report's comparisons it asks for:
 
-- bootstrap.py: which ladder paths a method trains (pairs, bootstrapping chains);
+- bootstrap.py (``paths``): which ladder paths a method trains (pairs, bootstrapping chains);
 - generative.py: generative fine-tuning (the student's LM objective on split B's texts first),
   and the report's comparison of a variant with and without it;
 - search.py: Optuna searches' spec section, checks and plan entry; search_tune.py: the Tune
   searcher that multiplexes the searches' trials (the stage that runs them and a trial's task
   still live by role in sweep.py and train/tasks.py).
+
+Adding a part is one module and one entry below: ``check`` validates the part's fields of a
+method (problems to the spec checker) and returns the method with them parsed;
+``report_pairs`` (optional) names (without, with) variant pairs the report compares.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a part's checks may need to know about the rest of the spec."""
+
+    ladder: list[str]  # model names, weakest first
+    lora_models: list[str]  # models trained with train.lora
+    probe_models: list[str]  # models trained with train.probe
+
+    def probe_students(self, method: Any) -> list[str]:
+        """The probe models that ``method`` trains on weak labels."""
+        from w2sray.methods import bootstrap
+
+        try:
+            students = {n for path in bootstrap.paths(method, self.ladder) for n in path[1:]}
+        except ValueError:  # a bad pair or chain: reported by the paths part's check
+            return []
+        return [m for m in self.probe_models if m in students]
+
+
+@dataclass(frozen=True)
+class MethodPart:
+    """One way a method goes beyond its loss (see the module docstring)."""
+
+    name: str
+    fields: tuple[str, ...]  # the MethodSpec fields it owns
+    check: Callable[[Any, Any, MethodContext, str], Any]  # (checker, method, ctx, where)
+    report_pairs: Callable[[Any], list[tuple[str, str]]] | None = None
+
+
+def _parts() -> dict[str, MethodPart]:
+    from w2sray.methods import bootstrap, generative, search
+
+    parts = [
+        MethodPart("paths", ("pairs", "bootstrap", "chains"), bootstrap.check_part),
+        MethodPart("generative", ("generative",), generative.check_part, generative.report_pairs),
+        MethodPart("search", ("search",), search.check_part),
+    ]
+    return {p.name: p for p in parts}
+
+
+METHOD_PARTS: dict[str, MethodPart] = _parts()
+
+
+def check_method(chk: Any, method: Any, ctx: MethodContext, where: str) -> Any:
+    """Every part's checks of ``method`` in turn; returns it with each part's fields parsed."""
+    for part in METHOD_PARTS.values():
+        method = part.check(chk, method, ctx, where)
+    return method
+
+
+def report_pairs(table: Any) -> list[tuple[str, str]]:
+    """Every part's (without, with) variant pairs for the report to compare, in order."""
+    out: list[tuple[str, str]] = []
+    for part in METHOD_PARTS.values():
+        if part.report_pairs is not None:
+            out += part.report_pairs(table)
+    return list(dict.fromkeys(out))

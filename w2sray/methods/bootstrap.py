@@ -38,6 +38,12 @@ def check(chk: Any, method: Any, ladder: list[str], where: str) -> None:
         names_ok(chain, f"{where}.chains[{j}]", 3)
 
 
+def check_part(chk: Any, method: Any, ctx: Any, where: str) -> Any:
+    """The registry's check (w2sray/methods/__init__.py): ``check`` on the context's ladder."""
+    check(chk, method, ctx.ladder, where)
+    return method
+
+
 def paths(method: Any, ladder: list[str]) -> list[list[str]]:
     """The ladder paths a method trains: [weak, strong] pairs, or bootstrapping chains."""
     if method.chains:

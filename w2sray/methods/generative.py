@@ -11,7 +11,7 @@ report compares (``report_pairs``: each variant against itself without the phase
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 VERSION = 1  # bump when a change here alters the results of runs that use it
@@ -43,6 +43,27 @@ def check(chk: Any, raw: Any, where: str) -> GenerativeSpec | None:
         if gen.lr is not None and gen.lr <= 0:
             chk.bad(f"{where}.lr", f"must be > 0, got {gen.lr!r}")
     return gen
+
+
+def check_part(chk: Any, method: Any, ctx: Any, where: str) -> Any:
+    """The registry's check (w2sray/methods/__init__.py): the method's ``generative`` parsed,
+    and refused beside LoRA or probe students, which do not train the whole backbone."""
+    gen = check(chk, method.generative, f"{where}.generative")
+    if gen is not None and ctx.lora_models:
+        chk.bad(
+            f"{where}.generative",
+            "generative fine-tuning cannot be combined with train.lora (set for "
+            f"{', '.join(ctx.lora_models)}): LoRA trains the classifier's backbone only; drop "
+            "one of them",
+        )
+    probed = ctx.probe_students(method)
+    if gen is not None and probed:
+        chk.bad(
+            f"{where}.generative",
+            "generative fine-tuning trains the backbone, which train.probe freezes (set for "
+            f"students {', '.join(probed)}): drop generative, or probe: null for them",
+        )
+    return replace(method, generative=gen)
 
 
 def steps(gen: dict[str, Any], steps_per_epoch: int) -> int:

@@ -11,7 +11,7 @@ Search (w2sray/runs.py: trial and final runs, keyed with PART_VERSIONS["search"]
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 METRICS = ("weak_val", "gt_val")  # what a trial is scored on: never test
@@ -47,6 +47,21 @@ def check(chk: Any, raw: Any, method: Any, where: str) -> SearchSpec | None:
     if search is not None:
         _check(chk, search, method, where)
     return search
+
+
+def check_part(chk: Any, method: Any, ctx: Any, where: str) -> Any:
+    """The registry's check (w2sray/methods/__init__.py): the method's ``search`` parsed, and
+    refused on probe students (a probe has no learning rate schedule to search)."""
+    search = check(chk, method.search, method, f"{where}.search")
+    probed = ctx.probe_students(method)
+    if search is not None and probed:
+        chk.bad(
+            f"{where}.search",
+            "searches are not supported on probes (train.probe set for students "
+            f"{', '.join(probed)}): grid the loss params instead (a list in params), or "
+            "probe: null for them",
+        )
+    return replace(method, search=search)
 
 
 def _check(chk: Any, search: SearchSpec, method: Any, where: str) -> None:
