@@ -159,6 +159,26 @@ def test_waiter_ready_failed_waiting_and_deferred(tmp_path):
     lease.release()
 
 
+def test_a_pack_holds_its_lease_while_it_trains_even_over_a_dead_attempts(tmp_path):
+    """What tells waiting packs that an input's pack is alive: its lease, live from the first
+    run to the last, written even where a killed earlier attempt of the same pack left its own
+    live claim (a worker group restarted by max_failures), and gone afterwards."""
+    from w2sray.claims import is_live
+    from w2sray.train.pack import holding
+
+    store = Store(str(tmp_path / "store"))
+    assert Lease(store, "flow-1-0", ttl=60).acquire()  # the dead attempt's, still live
+    with holding(store, "flow-1-0", ttl=0.4):
+        first = store.read_claim("flow-1-0")
+        assert is_live(first)
+        time.sleep(0.6)  # longer than the ttl: renewed meanwhile
+        assert is_live(store.read_claim("flow-1-0"))
+        assert store.read_claim("flow-1-0")["owner"] == first["owner"]
+    assert store.read_claim("flow-1-0") is None
+    with holding(store, None):  # not a dataflow pack, or not rank 0: nothing held
+        assert store.claim_keys() == []
+
+
 def test_dataflow_is_on_by_default_for_sweeps_of_several_stages_and_one_shape():
     assert spec_of().packing["dataflow"] is True
     assert dataflow_ok(spec_of(), plan_sweep(spec_of()).all_runs())

@@ -5,12 +5,14 @@ recorded as failed, by rank 0, and the pack goes on with the next one."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
-from w2sray.claims import Lease, renewed
+from w2sray.claims import TTL_S, Lease, renewed
 from w2sray.store import Store
 
 
@@ -38,8 +40,22 @@ def pack_loop_per_worker(config: dict[str, Any]) -> None:
     # waiting on them know it is alive (a trial whose workers never started holds none)
     leases = config.get("leases") or {}
     own = leases.get(config["runs"][0]["key"]) if waiter is not None and rank == 0 else None
-    with renewed([Lease(store, own)] if own else []):
+    with holding(store, own):
         _loop(config, store, waiter, rank, world)
+
+
+@contextlib.contextmanager
+def holding(store: Store, key: str | None, ttl: float = TTL_S) -> Iterator[None]:
+    """Hold pack lease ``key`` (None: nothing) while the block runs: taken whatever claim is
+    there (the name is this pack's alone: a claim found is a killed earlier attempt's),
+    renewed every ttl/4, released after."""
+    if key is None:
+        yield
+        return
+    lease = Lease(store, key, ttl=ttl)
+    lease.take()
+    with renewed([lease]):
+        yield
 
 
 def _loop(config: dict[str, Any], store: Store, waiter: Any, rank: int, world: int) -> None:
