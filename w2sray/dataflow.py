@@ -149,13 +149,17 @@ class NeedsWaiter:
         self.store, self.since, self.grace = store, since, grace
         self.leases = leases or {}
         self.deferred: set[str] = set()
+        self._done: set[str] = set()  # complete inputs: not checksummed again at every poll
         self._unclaimed: dict[str, float] = {}
 
     def poll(self, needs: list[str]) -> tuple[int, str | None]:
         for need in needs:
             if need in self.deferred:
                 return DEFERRED, need
+            if need in self._done:
+                continue
             if self.store.is_complete(need):
+                self._done.add(need)
                 continue
             failure = self.store.read_failure(need)
             if failure is not None and float(failure.get("time", 0)) >= self.since:

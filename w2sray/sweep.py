@@ -215,9 +215,7 @@ def _train_pack(
                 trainer.fit()
             except Exception as exc:  # the worker group itself failed: every unfinished run
                 for k in todo:
-                    info = store.read_failure(k)
-                    fresh = info is not None and float(info.get("time", 0)) >= t_fit
-                    if not store.is_complete(k) and not fresh:
+                    if not store.is_complete(k) and not _fresh_failure(store, k, t_fit):
                         store.record_failure(k, _failure(runs[k], exc))
     t_end = time.time()
     for key in waiting if wait_since is None else ():  # claimed by another sweep at the start
@@ -361,12 +359,13 @@ def run_stage(
     printer: Callable[[str], None],
     elsewhere: list[str] | None = None,
     dataflow: bool = False,
+    deferred: list[str] | None = None,
 ) -> dict[str, str]:
     """Fit one Tuner over ``runs``; return {key: error line} for the runs that failed. The keys
     of runs another sweep sharing the store completed meanwhile are added to ``elsewhere``.
     ``dataflow``: ``runs`` span stages (inputs first), one pack per slot whose runs wait for
     their inputs in the store (w2sray/dataflow.py); a run it defers is neither failed nor
-    complete afterwards."""
+    complete afterwards, and its key is added to ``deferred``."""
     import ray
     from ray import tune
 
@@ -411,8 +410,10 @@ def run_stage(
     grid = tuner.fit()
     failed: dict[str, str] = {}
     by_key = {r.key: r for r in runs}
+    covered: set[str] = set()
     for result in grid:
         keys = (result.config or {}).get("runs") or []
+        covered.update(keys)
         metrics = result.metrics or {}
         if elsewhere is not None and result.error is None:
             if len(keys) == 1 and metrics.get(ELSEWHERE):
@@ -427,9 +428,13 @@ def run_stage(
             if result.error is not None and not fresh:
                 info = _failure(by_key[key], str(result.error))
                 store.record_failure(key, info)
-            elif not fresh:  # a trial that ended well trained or recorded each of its runs
+            elif not fresh:  # trained or recorded by a trial that ended well, unless deferred
+                if deferred is not None:
+                    deferred.append(key)
                 continue
             failed[key] = error_line(info.get("error"))
+    if deferred is not None:  # and runs no trial of the grid held: not trained either
+        deferred.extend(k for k in by_key if k not in covered)
     return failed
 
 
@@ -591,14 +596,11 @@ def execute(
                 printer(f"[{name}] nothing to run ({len(runs)} runs already complete or blocked)")
             return
         connect(address)
-        failed = run_stage(name, todo, store, spec, printer, out.elsewhere, dataflow)
+        deferred: list[str] = []  # by a dataflow experiment: to the staged pass below
+        failed = run_stage(name, todo, store, spec, printer, out.elsewhere, dataflow, deferred)
         out.failed.update(failed)
-        # A dataflow run deferred (neither failed nor complete) goes to the staged pass below.
-        out.done.extend(
-            r.key
-            for r in todo
-            if r.key not in failed and r.key not in out.elsewhere and store.is_complete(r.key)
-        )
+        left = {*failed, *out.elsewhere, *deferred}
+        out.done.extend(r.key for r in todo if r.key not in left)
 
     # The whole plan as one experiment when it can be (w2sray/dataflow.py), then stage by
     # stage: everything, or (after the dataflow experiment) what it deferred.
