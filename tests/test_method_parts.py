@@ -54,3 +54,48 @@ def test_report_pairs_gather_every_parts_pairs_once(monkeypatch):
     parts = {**METHOD_PARTS, "new": extra}
     monkeypatch.setattr(methods, "METHOD_PARTS", parts)
     assert report_pairs(table) == [("xent", "xent+gen")]
+
+
+def _plan(raw):
+    from w2sray.runs import plan_sweep
+
+    return plan_sweep(parse_spec(raw))
+
+
+def test_the_plan_expands_methods_only_through_the_parts_hooks(monkeypatch):
+    """A part's plan hooks shape every transfer run of the plan with no change to runs.py:
+    ``run_fields`` is hashed into the run keys, and ``plan_path`` may take a path's runs over
+    (here: drops the bootstrapping chain's rung and reports only the last run)."""
+    before = _plan(RAW)
+    boot_before = [r for r in before.transfer if r.method == "boot"]
+    # tiny-1 -> tiny-2 -> tiny-3; its first step is xent's tiny-1 -> tiny-2 run (one key)
+    assert [r.depth for r in boot_before] == [2]
+    assert boot_before[0].upstream[0] in {r.key for r in before.transfer if r.method == "xent"}
+
+    def plan_path(method, runs):
+        return (runs[-1:] if method.bootstrap else runs), []
+
+    extra = MethodPart(
+        "new",
+        (),
+        lambda *a: a[1],
+        run_fields=lambda m: {"val_frac": 0.25} if m.bootstrap else {},
+        plan_path=plan_path,
+    )
+    monkeypatch.setattr(methods, "METHOD_PARTS", {**METHOD_PARTS, "new": extra})
+    after = _plan(RAW)
+    xent = lambda plan: sorted(r.key for r in plan.transfer if r.method == "xent")  # noqa: E731
+    assert xent(after) == xent(before)  # the hook leaves other methods' runs as they were
+    boot = [r for r in after.transfer if r.method == "boot"]
+    assert [r.depth for r in boot] == [2]  # its own rung (val_frac: a new key) was dropped
+    assert boot[0].upstream[0] not in {r.key for r in after.transfer}
+    assert boot[0].val_frac == 0.25
+    assert boot[0].key not in {r.key for r in boot_before}  # the added field is keyed
+    assert [r["key"] for r in after.manifest_rows() if r["method"] == "boot"] == [boot[0].key]
+
+
+def test_exactly_one_part_owns_the_paths(monkeypatch):
+    extra = MethodPart("new", (), lambda *a: a[1], paths=lambda m, ladder: [ladder[:2]])
+    monkeypatch.setattr(methods, "METHOD_PARTS", {**METHOD_PARTS, "new": extra})
+    with pytest.raises(RuntimeError, match="exactly one method part must own paths"):
+        _plan(RAW)

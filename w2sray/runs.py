@@ -29,7 +29,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from w2sray.methods import bootstrap, generative, search
+from w2sray.methods import generative, method_paths, plan_path, run_fields
 from w2sray.spec import SweepSpec, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
@@ -465,16 +465,23 @@ class _Planner:
             self.rows.setdefault((run.key, GT_METHOD), run.describe())
 
     def add_method(self, ds: Any, ds_dict: dict[str, Any], seed: int, method: Any) -> None:
-        """A method's runs on every ladder path it trains (methods/bootstrap.py) and grid point:
-        a transfer per path step, or (a searched method) one search per path."""
-        for path in bootstrap.paths(method, self.ladder):
+        """A method's runs on every ladder path it trains and grid point, as the method parts
+        shape them (w2sray/methods): a transfer per path step, or (a searched method) one
+        search per path."""
+        for path in method_paths(method, self.ladder):
             for params in method.variants():
-                last = self.add_path(ds, ds_dict, seed, method, path, params)
-                if method.search is not None:
-                    found = search.planned(last, method.search)
+                runs = self.path_runs(ds, ds_dict, seed, method, path, params)
+                train, searches = plan_path(method, runs)
+                for run in train:
+                    self.transfers.setdefault(run.key, run)
+                    if run.depth < len(path) - 1:  # a rung on the way to the path's student
+                        self.steps.setdefault(run.key, run)
+                    else:
+                        self.rows.setdefault((run.key, method.name), run.describe())
+                for found in searches:
                     self.searches.setdefault(found.key, found)
 
-    def add_path(
+    def path_runs(
         self,
         ds: Any,
         ds_dict: dict[str, Any],
@@ -482,12 +489,13 @@ class _Planner:
         method: Any,
         path: list[str],
         params: dict[str, Any],
-    ) -> Run:
+    ) -> list[Run]:
         """The transfer runs along ``path`` (weak, [rungs], strong), each trained on the
-        previous one's labels. A searched method's run is the search's base: not added."""
+        previous one's labels."""
         weak, strong = path[0], path[-1]
         weak_key = self.gt[(ds.name, weak, seed)].key
-        gen = asdict(method.generative) if method.generative else {}
+        fields = run_fields(method)
+        runs: list[Run] = []
         prev = weak_key
         for depth, name in enumerate(path[1:], start=1):
             run = Run(
@@ -498,23 +506,17 @@ class _Planner:
                 loss_params=params,
                 seed=seed,
                 upstream=(prev,),
-                generative=gen,
                 method=method.name,
                 weak_model=weak if name == strong else path[depth - 1],
                 weak_key=weak_key if name == strong else None,
                 ceiling_key=self.gt[(ds.name, name, seed)].key,
                 depth=depth,
+                **fields,
                 **self.settings(self.models[name], ds_dict),
             )
             prev = run.key
-            if method.search is not None:
-                return run  # searched, once the trials have run (a search has no chains)
-            self.transfers.setdefault(run.key, run)
-            if name != strong:
-                self.steps.setdefault(run.key, run)
-            else:
-                self.rows.setdefault((run.key, method.name), run.describe())
-        return run
+            runs.append(run)
+        return runs
 
     def plan(self) -> Plan:
         placed = {key for key, _ in self.rows}

@@ -2,16 +2,16 @@
 student trains with its language-modelling objective on the texts of split B, without labels,
 so what it knows about the task's texts is closer to the surface; then on the weak labels.
 
-Everything about the method is here: its spec section and checks, what a transfer run carries
-(``Run.generative``, hashed into the key with VERSION), and its phase in the worker loop
-(w2sray/train/loop.py calls ``steps``, ``lr``, ``train`` and ``metrics``), and what the
-report compares (``report_pairs``: each variant against itself without the phase).
+Everything about the method is here: its spec section and checks, what a transfer run
+carries (``run_fields``: ``Run.generative``, hashed into the key with VERSION), its phase in the
+worker loop (w2sray/train/loop.py calls ``steps``, ``lr``, ``train`` and ``metrics``), and what
+the report compares (``report_pairs``: each variant against itself without the phase).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 VERSION = 1  # bump when a change here alters the results of runs that use it
@@ -64,6 +64,12 @@ def check_part(chk: Any, method: Any, ctx: Any, where: str) -> Any:
             f"students {', '.join(probed)}): drop generative, or probe: null for them",
         )
     return replace(method, generative=gen)
+
+
+def run_fields(method: Any) -> dict[str, Any]:
+    """The registry's plan hook: a transfer run of ``method`` carries its generative settings
+    (``Run.generative``, hashed into the key; empty when off, as before the method existed)."""
+    return {"generative": asdict(method.generative) if method.generative else {}}
 
 
 def steps(gen: dict[str, Any], steps_per_epoch: int) -> int:

@@ -112,6 +112,15 @@ def planned(base: Any, s: SearchSpec) -> Any:
     return Search(base, space, s.num_samples, s.max_concurrent, s.seed, s.metric, s.val_frac)
 
 
+def plan_path(method: Any, runs: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The registry's plan hook: a searched method trains none of its path's runs now; the
+    path's run (a pair: searches have no chains) is the base of a search whose selected run
+    trains after its trials."""
+    if method.search is None:
+        return runs, []
+    return [], [planned(runs[-1], method.search)]
+
+
 def bounds(rng: Any) -> tuple[float | None, float | None, bool]:
     """(low, high, log) of a search range written as [low, high] or {low, high, log}."""
     from w2sray.spec import _coerce
