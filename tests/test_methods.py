@@ -13,12 +13,12 @@ import torch
 
 from w2sray.data import make_splits
 from w2sray.methods.generative import report_pairs as generative_pairs
+from w2sray.methods.search_trial import search_inputs
 from w2sray.models import W2SClassifier, load_model
 from w2sray.models.head import lm_labels
 from w2sray.runs import plan_sweep
 from w2sray.spec import SpecError, parse_spec
 from w2sray.train.steps import _lr_lambda
-from w2sray.train.tasks import search_inputs
 
 LADDER = ["w2s-tiny-1", "w2s-tiny-2", "w2s-tiny-3", "w2s-tiny-4"]
 
@@ -331,9 +331,9 @@ def test_a_failed_search_is_listed_with_its_trials_error_until_it_succeeds(tmp_p
     failed trial, and the report lists it like a failed run; its stored record clears it."""
     from w2sray.analysis.collect import collect
     from w2sray.analysis.report import write_report
+    from w2sray.methods.search_tune import search_failure
     from w2sray.runs import manifest
     from w2sray.store import Store
-    from w2sray.sweep import _search_failure
 
     method = {"name": "tpe", "loss": "logconf", "search": {"space": {"alpha_max": [0.2, 0.8]}}}
     spec = parse_spec(copy.deepcopy(raw(method)), "m.yaml")
@@ -344,7 +344,7 @@ def test_a_failed_search_is_listed_with_its_trials_error_until_it_succeeds(tmp_p
     trials = [{"values": {"alpha_max": 0.3}, "error": "trial failed"}]
     trial_key = s.trial_run(trials[0]["values"]).key
     store.record_failure(trial_key, {"key": trial_key, "error": TRACEBACK})
-    store.record_failure(s.key, _search_failure(s, "every trial failed", store, trials))
+    store.record_failure(s.key, search_failure(s, "every trial failed", store, trials))
 
     failures = collect(store).failures
     assert list(failures["run_key"]) == [s.key]  # the trial is not a report row; its search is

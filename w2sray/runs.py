@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from w2sray.methods import generative, method_paths, plan_path, run_fields
+
+# Searches are the search part's (w2sray/methods/search.py); the name stays importable here
+# because Tune experiments stored before it moved pickled it as w2sray.runs.Search.
+from w2sray.methods.search import Search  # noqa: F401
 from w2sray.spec import SweepSpec, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
@@ -323,62 +327,6 @@ def _pretrain_run(m: Any, resources: dict[str, Any]) -> Run:
 
 
 @dataclass(frozen=True)
-class Search:
-    """An Optuna search for one (dataset, seed, weak -> strong pair, method): its trials are
-    ``search`` runs built from ``base`` with sampled values; the best is trained as a transfer."""
-
-    base: Run  # a transfer run with the method's fixed parameters
-    space: dict[str, Any]  # param -> (low, high, log)
-    num_samples: int
-    max_concurrent: int
-    seed: int
-    metric: str  # weak_val | gt_val
-    val_frac: float
-
-    @property
-    def key(self) -> str:
-        content = {
-            "search_version": PART_VERSIONS["search"],
-            "base": self.base.content(),
-            "space": self.space,
-            "num_samples": self.num_samples,
-            "seed": self.seed,
-            "metric": self.metric,
-            "val_frac": self.val_frac,
-        }
-        return "search-" + hashlib.sha256(canonical_json(content).encode()).hexdigest()[:20]
-
-    @property
-    def label(self) -> str:
-        return f"{self.base.method}[search:{self.metric}]"
-
-    def _with(self, values: dict[str, Any], **kw: Any) -> Run:
-        params = {**self.base.loss_params, **{k: float(v) for k, v in values.items() if k != "lr"}}
-        train = {**self.base.train, **({"lr": float(values["lr"])} if "lr" in values else {})}
-        return replace(self.base, loss_params=params, train=train, **kw)
-
-    def trial_run(self, values: dict[str, Any]) -> Run:
-        """A trial: trains on split B minus the validation part, scored there, never on test."""
-        return self._with(values, kind="search", val_frac=self.val_frac, depth=1)
-
-    def final_run(self, best: dict[str, Any]) -> Run:
-        """The best setting trained on the whole of split B and evaluated on test."""
-        return self._with(best, label=self.label, depth=1)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "method": self.base.method,
-            "metric": self.metric,
-            "dataset": self.base.dataset["name"],
-            "weak": self.base.weak_model,
-            "strong": self.base.model["name"],
-            "seed": self.base.seed,
-            "num_samples": self.num_samples,
-        }
-
-
-@dataclass(frozen=True)
 class Plan:
     """The runs of a sweep. ``gt`` trains every model on ground truth; ``transfer`` holds every
     weak-label run: direct transfers (depth 1) and bootstrapping steps (depth k needs k-1).
@@ -387,7 +335,7 @@ class Plan:
 
     gt: tuple[Run, ...]
     transfer: tuple[Run, ...]
-    searches: tuple[Search, ...] = ()
+    searches: tuple[Any, ...] = ()  # w2sray/methods/search.py Search
     rows: tuple[dict[str, Any], ...] | None = None
     pretrain: tuple[Run, ...] = ()  # self-supervised pretraining, before everything else
     features: tuple[Run, ...] = ()  # probes' cached features, after pretraining, before gt

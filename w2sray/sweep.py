@@ -1,9 +1,9 @@
 """Execute a plan: one Ray Tune Tuner per stage, each trial a TorchTrainer run; finished runs skip.
 
 A failing run is recorded in the store (failures/<key>.json) and does not stop the others; the
-transfer runs of a weak model whose GT run failed are recorded as failed without launching. A
-search with no successful trial, or no weak labels to search on, is recorded the same way under
-its search key.
+transfer runs of a weak model whose GT run failed are recorded as failed without launching.
+Searches run after the other runs (their stage: w2sray/methods/search_tune.py), then the runs
+they select.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from w2sray.artifacts import METRICS
 from w2sray.claims import Lease, claim_or_wait, remove_expired, renewed
 from w2sray.packing import make_packs
-from w2sray.runs import Plan, Run, Search, manifest
+from w2sray.runs import Plan, Run, manifest
 from w2sray.spec import SweepSpec
 from w2sray.store import Store, error_line
 
@@ -246,28 +246,6 @@ def _failure(run: Run, exc: BaseException | str) -> dict[str, Any]:
     return {**run.describe(), "error": text, "time": time.time()}
 
 
-def _search_failure(
-    search: Search, msg: str, store: Store, trials: list[dict[str, Any]] = ()
-) -> dict[str, Any]:
-    """A failed search's record for failures/<search key>.json: the report lists it like a
-    failed run; the first failed trial's own error (recorded under its run key) says why."""
-    error = msg
-    for t in trials:
-        info = store.read_failure(search.trial_run(t["values"]).key)
-        if info is not None:
-            error = f"{msg}; its first failed trial's error:\n{info.get('error')}"
-            break
-    b = search.base
-    return {
-        **search.describe(),
-        "kind": "search",
-        "model": b.model["name"],
-        "variant": search.label,
-        "error": error,
-        "time": time.time(),
-    }
-
-
 class _Progress:
     """Prints runs done / running / failed / left for a stage as trials move."""
 
@@ -456,77 +434,6 @@ def dataflow_ok(spec: SweepSpec, runs: list[Run]) -> bool:
     )
 
 
-def _search_trial(
-    config: dict[str, Any], searches: dict[str, Search], store_uri: str
-) -> dict[str, Any]:
-    """Tune function trainable of the search stage: one trial is one content-keyed ``search``
-    run with the sampled values; it reports validation metrics only (it has no test metrics)
-    and, as the objective, its search's metric."""
-    from w2sray.methods.search_tune import OBJECTIVE, SEARCH_METRIC_KEYS
-
-    search = searches[config["search_key"]]
-    run = search.trial_run({k: config[k] for k in search.space})
-    out = _trial({"runs": [run.key]}, {run.key: run}, store_uri, report_train=False)
-    return {**out, OBJECTIVE: out[SEARCH_METRIC_KEYS[search.metric]], "run_key": run.key}
-
-
-def run_searches(
-    searches: list[Search], store: Store, spec: SweepSpec, printer: Callable[[str], None]
-) -> dict[str, str]:
-    """Run searches without a stored record in one Tuner; write each one's record (trials and
-    the chosen values) as soon as its trials are over. Return {search key: error}."""
-    import ray
-    from ray import tune
-
-    from w2sray.methods.search_tune import MultiSearch, best_of
-
-    errors: dict[str, str] = {}
-
-    def done(search: Search, trials: list[dict[str, Any]]) -> None:
-        best = best_of(trials)
-        if best is None:
-            errors[search.key] = f"every trial of search {search.key} failed"
-            store.record_failure(
-                search.key, _search_failure(search, errors[search.key], store, trials)
-            )
-            return
-        record = {**search.describe(), "trials": trials, "best": best["values"]}
-        store.write_search(search.key, record)
-        b = search.base
-        printer(
-            f"[search] {b.method} {b.weak_model}->{b.model['name']} seed {b.seed}: chose "
-            f"{best['values']} ({search.metric} {best['value']:.3f})"
-        )
-
-    cluster = ray.cluster_resources()
-    driver = {"cpu": 0, DRIVER_RESOURCE: 1} if cluster.get(DRIVER_RESOURCE) else {"cpu": 0.01}
-    limit = concurrency([s.base for s in searches], cluster, spec.max_concurrent_trials)
-    total = sum(s.num_samples for s in searches)
-    progress = _Progress("search", total, printer)
-    printer(f"[search] {len(searches)} TPE searches, {total} trials, up to {limit} at a time")
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(
-                _search_trial, searches={s.key: s for s in searches}, store_uri=store.uri
-            ),
-            driver,
-        ),
-        tune_config=tune.TuneConfig(
-            search_alg=MultiSearch(searches, done),
-            num_samples=total,
-            max_concurrent_trials=limit,
-            reuse_actors=True,
-        ),
-        run_config=_run_config(spec, "search", store, progress),
-    )
-    tuner.fit()
-    for s in searches:
-        if s.key not in errors and store.read_search(s.key) is None:
-            errors[s.key] = f"search {s.key} did not finish its trials"
-            store.record_failure(s.key, _search_failure(s, errors[s.key], store))
-    return errors
-
-
 def _blocked(run: Run, store: Store, out: Outcome, pending: set[str] = frozenset()) -> str | None:
     """Why ``run`` cannot start: the first run it needs (its upstream, its model's pretraining,
     a probe's features run) that failed or has no result and is not ``pending`` (to be trained
@@ -609,33 +516,10 @@ def execute(
         stage("runs", plan.all_runs(), dataflow=True)
     for name, runs in plan.stages:
         stage(name, runs, quiet=flowed)
-    if plan.searches:
-        records = {s.key: store.read_search(s.key) for s in plan.searches}
-        todo = []
-        for s in plan.searches:
-            if records[s.key] is not None:
-                continue  # searched before: its selected run is blocked below if need be
-            blocked = _blocked(s.base, store, out)
-            if blocked is None:
-                todo.append(s)
-            else:  # recorded failed; a stored search never is (nothing would clear that)
-                out.failed[s.key] = blocked
-                store.record_failure(s.key, _search_failure(s, out.failed[s.key], store))
-        if todo:
-            connect(address)
-            out.failed.update(run_searches(todo, store, spec, printer))
-            records.update({s.key: store.read_search(s.key) for s in todo})
-        else:
-            blocked = sum(1 for s in plan.searches if s.key in out.failed)
-            printer(
-                f"[search] nothing to run ({len(plan.searches) - blocked} searches stored, "
-                f"{blocked} blocked)"
-            )
-        selected = []
-        for s in plan.searches:
-            if records[s.key] is not None:
-                out.searched.append(s.key)
-                selected.append(s.final_run(records[s.key]["best"]))
+    if plan.searches:  # after every other run: a search needs its weak labels
+        from w2sray.methods.search_tune import search_and_select
+
+        selected = search_and_select(plan, spec, store, out, printer, lambda: connect(address))
         store.write_manifest(spec.name, manifest(spec, plan, selected))
         stage("selected", list({r.key: r for r in selected}.values()))
     remove_expired(store)  # claims a killed driver left behind
@@ -651,6 +535,8 @@ def result_grid(store: Store, experiment: str) -> Any:
     trial's ``metrics_dataframe`` with its ``run_key``."""
     from ray import tune
 
+    from w2sray.methods.search_tune import search_trial
+
     path = store.ray_storage_path(experiment)
-    trainable = _search_trial if experiment.endswith("-search") else _trial
+    trainable = search_trial if experiment.endswith("-search") else _trial
     return tune.Tuner.restore(path, trainable=trainable).get_results()

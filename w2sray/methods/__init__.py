@@ -7,9 +7,10 @@ phase in the worker loop, and the report's comparisons it asks for:
 - bootstrap.py (``paths``): which ladder paths a method trains (pairs, bootstrapping chains);
 - generative.py: generative fine-tuning (the student's LM objective on split B's texts first),
   what it adds to a transfer run, and the report's comparison of a variant with and without it;
-- search.py: Optuna searches' spec section, checks and plan entry; search_tune.py: the Tune
-  searcher that multiplexes the searches' trials (the stage that runs them and a trial's task
-  still live by role in sweep.py and train/tasks.py).
+- search.py: Optuna searches' spec section, checks and plan entries (``Search``);
+  search_trial.py: what a trial trains on and is scored by; search_tune.py: the Tune searcher
+  that multiplexes the searches' trials and the stage that runs them (``search_and_select``,
+  called by w2sray/sweep.py after the other runs).
 
 Adding a part is one module and one entry below: ``check`` validates the part's fields of a
 method (problems to the spec checker) and returns the method with them parsed;

@@ -2,17 +2,20 @@
 pair, each trial trained on split B less a held-out part and scored there, the best setting then
 trained on all of split B like any transfer run.
 
-Here: the spec section, its checks and ranges, and the plan's entry (``planned``). Beside it,
-search_tune.py: the Tune searcher that runs the searches' trials. Elsewhere, by role: the plan's
-Search (w2sray/runs.py: trial and final runs, keyed with PART_VERSIONS["search"]), the stage
-(w2sray/sweep.py run_searches) and what a trial trains on and is scored by
-(w2sray/train/tasks.py SearchTrial).
+Here: the spec section, its checks and ranges, and the plan's entries (``Search``: its trial
+and final runs, keyed with PART_VERSIONS["search"]; ``planned``, ``plan_path``). Beside it:
+search_trial.py, what a trial trains on and is scored by; search_tune.py, the Tune searcher that
+multiplexes the searches' trials and the stage that runs them after the sweep's other runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from w2sray.runs import Run
 
 METRICS = ("weak_val", "gt_val")  # what a trial is scored on: never test
 
@@ -103,11 +106,72 @@ def _check(chk: Any, search: SearchSpec, method: Any, where: str) -> None:
             chk.bad(at, f"lr must be > 0, got low {low}")
 
 
-def planned(base: Any, s: SearchSpec) -> Any:
-    """The plan's Search (w2sray/runs.py) of ``base``, the transfer run whose hyper-parameters
-    the search sets."""
-    from w2sray.runs import Search
+def _version() -> int:
+    from w2sray.runs import PART_VERSIONS
 
+    return PART_VERSIONS["search"]
+
+
+@dataclass(frozen=True)
+class Search:
+    """An Optuna search for one (dataset, seed, weak -> strong pair, method): its trials are
+    ``search`` runs built from ``base`` with sampled values; the best is trained as a transfer."""
+
+    base: Run  # a transfer run with the method's fixed parameters
+    space: dict[str, Any]  # param -> (low, high, log)
+    num_samples: int
+    max_concurrent: int
+    seed: int
+    metric: str  # weak_val | gt_val
+    val_frac: float
+
+    @property
+    def key(self) -> str:
+        content = {
+            "search_version": _version(),
+            "base": self.base.content(),
+            "space": self.space,
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "metric": self.metric,
+            "val_frac": self.val_frac,
+        }
+        from w2sray.spec import canonical_json
+
+        return "search-" + hashlib.sha256(canonical_json(content).encode()).hexdigest()[:20]
+
+    @property
+    def label(self) -> str:
+        return f"{self.base.method}[search:{self.metric}]"
+
+    def _with(self, values: dict[str, Any], **kw: Any) -> Run:
+        params = {**self.base.loss_params, **{k: float(v) for k, v in values.items() if k != "lr"}}
+        train = {**self.base.train, **({"lr": float(values["lr"])} if "lr" in values else {})}
+        return replace(self.base, loss_params=params, train=train, **kw)
+
+    def trial_run(self, values: dict[str, Any]) -> Run:
+        """A trial: trains on split B minus the validation part, scored there, never on test."""
+        return self._with(values, kind="search", val_frac=self.val_frac, depth=1)
+
+    def final_run(self, best: dict[str, Any]) -> Run:
+        """The best setting trained on the whole of split B and evaluated on test."""
+        return self._with(best, label=self.label, depth=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "method": self.base.method,
+            "metric": self.metric,
+            "dataset": self.base.dataset["name"],
+            "weak": self.base.weak_model,
+            "strong": self.base.model["name"],
+            "seed": self.base.seed,
+            "num_samples": self.num_samples,
+        }
+
+
+def planned(base: Any, s: SearchSpec) -> Search:
+    """The plan's Search of ``base``, the transfer run whose hyper-parameters the search sets."""
     space = {k: bounds(v) for k, v in sorted(s.space.items())}
     return Search(base, space, s.num_samples, s.max_concurrent, s.seed, s.metric, s.val_frac)
 

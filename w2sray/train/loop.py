@@ -29,7 +29,7 @@ from w2sray.train.steps import (
     predict,
     train_steps,
 )
-from w2sray.train.tasks import TASKS, Evaluation
+from w2sray.train.tasks import Evaluation, task_for
 from w2sray.train.worker import (
     Worker,
     load_run_model,
@@ -341,7 +341,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     splits = make_splits(
         ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], ds["split_seed"]
     )
-    task = TASKS[run["kind"]](run, splits, store)
+    task = task_for(run["kind"])(run, splits, store)
     rows = _train_rows(task, train.select, ds["split_seed"])
     model = _load_model(run, train, w, splits, store)
     enc = Encoded(model.tokenizer, rows.texts, train.max_length)

@@ -1,5 +1,6 @@
 """What a run trains on, by run kind: ground truth (split A), weak labels on split B (a
-transfer, or a step of a bootstrapping chain), or a search trial's part of split B."""
+transfer, or a step of a bootstrapping chain), or a search trial's part of split B (the search
+part's own task: w2sray/methods/search_trial.py)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from w2sray.artifacts import TEST_PREDICTIONS, VAL_PREDICTIONS, WEAK_LABELS
-from w2sray.metrics import (
-    ACC,
-    AUC,
-    VAL_GT_ACC,
-    VAL_WEAK_ACC,
-    VAL_WEAK_AUC,
-    WEAK_LABEL_ACC,
-    accuracy,
-    roc_auc,
-)
+from w2sray.artifacts import TEST_PREDICTIONS, WEAK_LABELS
+from w2sray.metrics import ACC, AUC, WEAK_LABEL_ACC, accuracy, roc_auc
 from w2sray.store import Store
-from w2sray.train.select import holdout
 
 
 def load_weak_p1(run: dict[str, Any], weak_ids: Any, store: Store) -> np.ndarray:
@@ -46,39 +37,6 @@ def load_targets(run: dict[str, Any], splits: Any, store: Store) -> tuple[list[s
         return splits.gt_texts, np.stack([1 - y, y], axis=1).astype(np.float32)
     p1 = load_weak_p1(run, splits.weak_ids, store)
     return splits.weak_texts, np.stack([1 - p1, p1], axis=1)
-
-
-@dataclass
-class SearchInputs:
-    """What a search trial sees: split B cut into a training part (weak labels) and a held-out
-    validation part with its weak labels and its ground truth. Nothing from the test split."""
-
-    train_texts: list[str]
-    train_targets: np.ndarray  # [N, 2] soft weak labels
-    val_texts: list[str]
-    val_weak: np.ndarray  # weak model's hard labels on the validation part
-    val_gt: np.ndarray  # ground truth on the validation part (used only if metric is gt_val)
-
-
-def search_inputs(
-    weak_texts: list[str],
-    weak_gt: list[int],
-    weak_p1: np.ndarray,
-    val_frac: float,
-    split_seed: int,
-) -> SearchInputs:
-    """Cut split B for a search trial. Takes split B alone (no test split is passed in), and the
-    cut depends only on the split seed, so every trial of a search validates on the same part."""
-
-    train, val = holdout(len(weak_texts), val_frac, split_seed, salt=7919)
-    p1 = np.asarray(weak_p1, dtype=np.float32)
-    return SearchInputs(
-        train_texts=[weak_texts[i] for i in train],
-        train_targets=np.stack([1 - p1[train], p1[train]], axis=1),
-        val_texts=[weak_texts[i] for i in val],
-        val_weak=(p1[val] > 0.5).astype(np.int64),
-        val_gt=np.asarray(weak_gt)[val],
-    )
 
 
 # predict_on(texts) -> (class-1 probabilities, how many texts were cut at max_length)
@@ -119,33 +77,9 @@ class Supervised:
         return Evaluation(metrics, tables, truncated, len(s.test_texts))
 
 
-class SearchTrial:
-    """A search trial: trains on part of split B with its weak labels and is judged on the
-    held-out rest (search_inputs). The test split is never looked at."""
+def task_for(kind: str) -> Any:
+    """Run kind -> what it trains on and how it is judged (a class taking (run, splits,
+    store)); pretraining, features and probes have their own entry points."""
+    from w2sray.methods.search_trial import SearchTrial
 
-    def __init__(self, run: dict[str, Any], splits: Any, store: Store):
-        self.found = search_inputs(
-            splits.weak_texts,
-            splits.weak_labels,
-            load_weak_p1(run, splits.weak_ids, store),
-            run["val_frac"],
-            run["dataset"]["split_seed"],
-        )
-        self.texts, self.targets = self.found.train_texts, self.found.train_targets
-
-    def evaluate(self, predict_on: PredictOn) -> Evaluation:
-        f = self.found
-        val_p1, truncated = predict_on(f.val_texts)
-        metrics = {VAL_WEAK_ACC: accuracy(f.val_weak, val_p1)}
-        metrics[VAL_GT_ACC] = accuracy(f.val_gt, val_p1)
-        metrics[VAL_WEAK_AUC] = roc_auc(f.val_weak, val_p1)
-        table = pd.DataFrame({"weak": f.val_weak, "label": f.val_gt, "p1": val_p1})
-        return Evaluation(metrics, {VAL_PREDICTIONS: table}, truncated, 0)
-
-
-# run kind -> what it trains on and how it is judged (pretraining has its own entry point)
-TASKS: dict[str, type[Supervised] | type[SearchTrial]] = {
-    "gt": Supervised,
-    "transfer": Supervised,
-    "search": SearchTrial,
-}
+    return {"gt": Supervised, "transfer": Supervised, "search": SearchTrial}[kind]
