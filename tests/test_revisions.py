@@ -105,9 +105,9 @@ def test_an_unresolvable_revision_is_keyed_by_name_and_reported(hub_cache, capsy
     run = _hub_gt(_raw())  # nothing cached, hub offline
     assert "commit" not in run.model
     assert _hub_gt(_raw()).key == run.key
-    from w2sray.runs import unpinned_models
+    from w2sray.runs import unpinned_sources
 
-    (line,) = unpinned_models(plan_sweep(parse_spec(_raw())))
+    (line,) = unpinned_sources(plan_sweep(parse_spec(_raw())))
     assert REPO in line and "revision" in line
 
 
@@ -137,3 +137,77 @@ def test_plan_warns_about_an_unresolved_hub_model(hub_cache, tmp_path, capsys):
     _snapshot(hub_cache, SHA_A, seed=0)  # now the cache knows main's commit
     assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
     assert "warning: model hub" not in capsys.readouterr().out
+
+
+# Hub datasets: keyed by the commit their revision points at, like hub models.
+DS_REPO = "stanfordnlp/sst2"
+
+
+def _ds_ref(cache, sha: str, ref: str = "main") -> None:
+    refs = cache / ("datasets--" + DS_REPO.replace("/", "--")) / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / ref).write_text(sha)
+
+
+def _ds_raw(revision: str | None = None, corpus: bool = False) -> dict:
+    ds = {"name": "sst2", "n_gt": 8, "n_weak": 8, "n_test": 8}
+    if revision is not None:
+        ds["params"] = {"revision": revision}
+    model: dict | str = "w2s-tiny-1"
+    if corpus:
+        pre = {"corpus": {"dataset": "sst2", "n": 16, "seed": 1}, "steps": 2}
+        model = {"name": "w2s-tiny-1", "source": "w2s-tiny-1", "pretrain": pre}
+    return {
+        "name": "dsrev",
+        "storage": "/unused",
+        "datasets": [ds],
+        "models": [model, "w2s-tiny-2"],
+        "methods": ["xent"],
+        "seeds": [0],
+    }
+
+
+def _ds_gt(raw: dict):
+    return plan_sweep(parse_spec(raw)).gt[0]
+
+
+def test_a_hub_dataset_is_keyed_by_the_commit_its_revision_points_at(hub_cache):
+    from w2sray.runs import unpinned_sources
+
+    unresolved = _ds_gt(_ds_raw())
+    assert "commit" not in unresolved.dataset
+    lines = unpinned_sources(plan_sweep(parse_spec(_ds_raw())))
+    assert [line.startswith(f"dataset sst2 ({DS_REPO}, revision main)") for line in lines] == [True]
+    _ds_ref(hub_cache, SHA_A)
+    at_a = _ds_gt(_ds_raw())
+    assert at_a.dataset["commit"] == SHA_A and at_a.key != unresolved.key
+    assert not unpinned_sources(plan_sweep(parse_spec(_ds_raw())))
+    # the same rows however the spec names them: main, or the commit itself
+    assert _ds_gt(_ds_raw("main")).key == at_a.key
+    assert _ds_gt(_ds_raw(SHA_A)).key == at_a.key
+    _ds_ref(hub_cache, SHA_B)  # new rows pushed to main: the runs retrain
+    assert _ds_gt(_ds_raw()).key not in (at_a.key, unresolved.key)
+    assert _ds_gt(_ds_raw(SHA_A)).key == at_a.key  # a pinned commit does not move
+
+
+def test_workers_load_the_planned_commit_of_a_hub_dataset_and_corpus(hub_cache, monkeypatch):
+    from w2sray.data import hub as hub_mod
+    from w2sray.data import run_splits
+    from w2sray.data.corpus import load_corpus
+
+    asked: list[tuple[str, str | None]] = []
+
+    def fake(hub_id, split, revision=None, data_dir=None, config=None, dataset=""):
+        asked.append((split, revision))
+        return [{"idx": i, "sentence": f"{split} {i}", "label": i % 2} for i in range(40)]
+
+    monkeypatch.setattr(hub_mod, "load_hub_rows", fake)
+    _ds_ref(hub_cache, SHA_A)
+    plan = plan_sweep(parse_spec(_ds_raw(corpus=True)))
+    run_splits(plan.gt[0].dataset)
+    assert asked and all(rev == SHA_A for _, rev in asked)
+    (pre,) = plan.pretrain
+    assert pre.dataset["commit"] == SHA_A
+    asked.clear()
+    assert len(load_corpus(pre.dataset)) == 16
+    assert asked == [("train", SHA_A)]

@@ -110,10 +110,11 @@ def _load(path: str, store: str | None, model_dir: str | None = None) -> SweepSp
 
 
 def _warn_unpinned(plan: Any) -> None:
-    """Hub models whose revision could not be resolved to a commit (w2sray/models/revisions.py)."""
-    from w2sray.runs import unpinned_models
+    """Hub models and datasets whose revision could not be resolved to a commit
+    (w2sray/models/revisions.py)."""
+    from w2sray.runs import unpinned_sources
 
-    for line in unpinned_models(plan):
+    for line in unpinned_sources(plan):
         print(f"warning: {line}", flush=True)
 
 

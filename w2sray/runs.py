@@ -6,7 +6,8 @@ and renaming a model in the spec reuses its results. What it hashes is the *reso
 defaults included, so changing a default in code changes exactly the keys that rely on it:
 
 - the dataset's loader params with the loader's defaults merged (resolved_dataset_params), the
-  split sizes and seed; a local file by its sha256, not its path;
+  split sizes and seed; a local file by its sha256, not its path; a hub dataset by the commit
+  its revision points at (w2sray/data/hub.py with_hub_commit), like a hub model;
 - the model's source, revision, pooling, trust_remote_code (a built-in's architecture too); a
   local model folder by the digest of its weight and config files (w2sray/digests.py), not its
   path;
@@ -94,6 +95,9 @@ class Run:
         dataset = self.dataset
         if "sha256" in dataset:  # a local file: keyed by its bytes, not where it lies
             params = {k: v for k, v in dataset["params"].items() if k not in ("path", "test_path")}
+            dataset = {**dataset, "params": params}
+        if "commit" in dataset:  # a hub dataset: keyed by its commit, however the spec named it
+            params = {k: v for k, v in dataset["params"].items() if k != "revision"}
             dataset = {**dataset, "params": params}
         loss = LOSSES.get(self.loss)
         entry = DATASETS.get(dataset.get("name", ""))
@@ -192,11 +196,13 @@ def _dataset_dict(ds: Any) -> dict[str, Any]:
     file's path is made absolute (Ray workers run in other directories) and its sha256 recorded,
     so the key follows the data's content: moving the file keeps results, editing it retrains."""
     from w2sray.data import resolved_dataset_params
+    from w2sray.data.hub import with_hub_commit
     from w2sray.data.local import with_test_digests
     from w2sray.digests import file_digest
 
     d = asdict(ds)
     d["params"] = resolved_dataset_params(ds.name, d["params"])
+    d = with_hub_commit(d)  # a hub dataset: the commit its revision points at
     path = d["params"].get("path")
     if ds.name == "local" and isinstance(path, str) and os.path.isfile(path):
         d["params"] = {**d["params"], "path": os.path.abspath(path)}
@@ -507,18 +513,27 @@ def manifest(spec: SweepSpec, plan: Plan, selected: list[Run] | None = None) -> 
     }
 
 
-def unpinned_models(plan: Plan) -> list[str]:
-    """One line per hub model whose revision could not be resolved to a commit (hub
-    unreachable, not in the local cache): its runs are keyed by name and revision, so new
-    weights pushed to that revision would reuse their results."""
+def unpinned_sources(plan: Plan) -> list[str]:
+    """One line per hub model or hub dataset whose revision could not be resolved to a commit
+    (hub unreachable, not in the local cache): its runs are keyed by name and revision, so new
+    weights or rows pushed to that revision would reuse their results."""
+    from w2sray.data.hub import HUB_TASKS
+
     seen: dict[str, str] = {}
     for run in plan.all_runs():
-        m = run.model
-        if "builtin" in m or "sha256" in m or "commit" in m or m["name"] in seen:
-            continue
-        seen[m["name"]] = (
-            f"model {m['name']} ({m['source']}, revision {m.get('revision') or 'main'}): not "
-            "resolved to a commit (hub unreachable, not in the local cache); its runs are keyed "
-            "by name and revision: pin `revision:` to a commit to key them by their weights"
-        )
+        m, d = run.model, run.dataset
+        if not ("builtin" in m or "sha256" in m or "commit" in m or m["name"] in seen):
+            seen[m["name"]] = (
+                f"model {m['name']} ({m['source']}, revision {m.get('revision') or 'main'}): "
+                "not resolved to a commit (hub unreachable, not in the local cache); its runs "
+                "are keyed by name and revision: pin `revision:` to a commit to key them by "
+                "their weights"
+            )
+        if d["name"] in HUB_TASKS and "commit" not in d and f"dataset {d['name']}" not in seen:
+            hub_id, revision = d["params"].get("hub_id"), d["params"].get("revision")
+            seen[f"dataset {d['name']}"] = (
+                f"dataset {d['name']} ({hub_id}, revision {revision or 'main'}): not resolved "
+                "to a commit (hub unreachable, not in the local cache); its runs are keyed by "
+                "name and revision: pin `revision:` to a commit to key them by their rows"
+            )
     return list(seen.values())

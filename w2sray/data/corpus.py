@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from w2sray.data import DATASETS, resolved_dataset_params
+from w2sray.data import DATASETS, loader_params, resolved_dataset_params
+from w2sray.data.hub import with_hub_commit
 
 FILE = "file"  # the dataset name a run carries for a corpus read from a local file
 
@@ -25,7 +26,8 @@ def corpus_dict(corpus: Any) -> dict[str, Any]:
         # sha256: Run.content keys the file by its bytes and drops the path.
         return {"name": FILE, "params": params, "n": corpus.n, "sha256": file_digest(path)}
     params = resolved_dataset_params(corpus.dataset, corpus.params)
-    return {"name": corpus.dataset, "params": params, "n": corpus.n, "seed": corpus.seed}
+    d = {"name": corpus.dataset, "params": params, "n": corpus.n, "seed": corpus.seed}
+    return with_hub_commit(d)
 
 
 def load_corpus(d: dict[str, Any]) -> list[str]:
@@ -48,5 +50,5 @@ def load_corpus(d: dict[str, Any]) -> list[str]:
         if not texts:
             raise ValueError(f"{path}: the corpus file holds no text")
         return texts[: d["n"]]
-    texts, _ = DATASETS[d["name"]].load(d["n"], d["seed"], **d["params"])
+    texts, _ = DATASETS[d["name"]].load(d["n"], d["seed"], **loader_params(d))
     return list(texts)

@@ -490,6 +490,21 @@ def hub_sources(
     return SourcedExamples(*tr, *te, len(shared), train_source)
 
 
+def with_hub_commit(d: dict[str, Any]) -> dict[str, Any]:
+    """A run's dataset (or corpus) dict with ``commit``: for a hub dataset, the commit its
+    resolved params' ``revision`` points at (w2sray/models/revisions.py). The run key hashes
+    the commit instead of the revision, and the workers load exactly it (data.loader_params).
+    Unchanged for other datasets and when the commit cannot be resolved."""
+    if d["name"] not in HUB_TASKS:
+        return d
+    from w2sray.models.revisions import resolve_revision
+
+    params = d["params"]
+    hub_id = params.get("hub_id") or HUB_TASKS[d["name"]].hub_id
+    commit = resolve_revision(hub_id, params.get("revision"), "dataset").commit
+    return {**d, "commit": commit} if commit else d
+
+
 def load_hub_rows(
     hub_id: str,
     split: str,

@@ -70,7 +70,7 @@ def compute_features(
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The arrays of ``features.npz`` (FEATURE_ARRAYS) for features run ``run`` and its
     metrics. Every rank must call it (the gather is collective)."""
-    from w2sray.data import make_splits
+    from w2sray.data import run_splits
     from w2sray.models import W2SClassifier
     from w2sray.train.steps import Encoded
     from w2sray.train.worker import load_run_model
@@ -80,9 +80,7 @@ def compute_features(
     use_gpu = device.type == "cuda"
     t_start = time.time()
     train, ds = run["train"], run["dataset"]
-    splits = make_splits(
-        ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], ds["split_seed"]
-    )
+    splits = run_splits(ds)
     bf16 = resolve_bf16(train["dtype"], use_gpu, use_gpu and torch.cuda.is_bf16_supported())
     # as the fine-tuning loop loads it; a built-in model learns its vocabulary from split A
     loaded = load_run_model(run, store, use_gpu, bf16, splits.gt_texts)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from w2sray.artifacts import ADAPTER, record_files
-from w2sray.data import make_splits
+from w2sray.data import run_splits
 from w2sray.methods import generative
 from w2sray.store import Store, parquet_bytes
 from w2sray.train.steps import (
@@ -338,9 +338,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run, store = config["run"], Store(config["store"])
     train, ds = typed_train(run), run["dataset"]
     w = start_worker(run)
-    splits = make_splits(
-        ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], ds["split_seed"]
-    )
+    splits = run_splits(ds)
     task = task_for(run["kind"])(run, splits, store)
     rows = _train_rows(task, train.select, ds["split_seed"])
     model = _load_model(run, train, w, splits, store)
