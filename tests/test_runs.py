@@ -274,7 +274,7 @@ RESOURCE_MUTATIONS = {
     "workers": lambda r: r["resources"].update(workers=2),
     "zero_stage": lambda r: r["resources"].update(zero_stage=3),
     "offload": lambda r: r["resources"].update(offload=True),
-    "cpus/gpus": lambda r: r["resources"].update(cpus_per_worker=2, gpus_per_worker=1),
+    "cpus": lambda r: r["resources"].update(cpus_per_worker=2),  # gpus: see dtype auto below
     "max_failures": lambda r: r["resources"].update(max_failures=3),
     "per-model resources": lambda r: r["models"][1].update(
         resources={"workers": 4, "zero_stage": 2}
@@ -289,6 +289,44 @@ def test_key_insensitive_to_resources(mutate):
     raw = base_raw()
     mutate(raw)
     assert keyed(raw) == base_keys()
+
+
+def test_dtype_auto_keys_the_device_class_that_decides_the_precision():
+    """``dtype: auto`` trains in bf16 on a GPU that has it and in fp32 on CPU: a CPU result must
+    not be reused for a GPU run of the same spec (or the reverse). The device class is keyed
+    only then: how many GPUs, or which share of one, still does not change a key, and CPU runs
+    keep the keys they had."""
+    cpu = base_keys()
+    gpu_raw = base_raw()
+    gpu_raw["resources"].update(gpus_per_worker=1)
+    gpu = keyed(gpu_raw)
+    assert gpu.keys() == cpu.keys() and not set(gpu.values()) & set(cpu.values())
+    for share in ({"gpus_per_worker": 0.25}, {"gpus_per_worker": 2, "workers": 2}):
+        raw = base_raw()
+        raw["resources"].update(share)
+        assert keyed(raw) == gpu
+    fp32 = base_raw()
+    fp32["train"]["dtype"] = "fp32"
+    assert set(keyed(fp32).values()) != set(cpu.values())  # dtype is keyed, as before
+    fp32["resources"].update(gpus_per_worker=1)
+    fp32_cpu = base_raw()
+    fp32_cpu["train"]["dtype"] = "fp32"
+    assert keyed(fp32) == keyed(fp32_cpu)
+
+
+def test_dtype_auto_on_gpu_keys_pretraining_and_features_runs_too():
+    """Pretraining always trains with dtype auto, and a features run embeds in the dtype its
+    probes name: on a GPU both key the device; a probe itself trains on CPU."""
+    raw = base_raw()
+    pre = {"corpus": {"dataset": "synthetic", "n": 64, "seed": 1}, "steps": 2}
+    raw["models"][0]["pretrain"] = pre
+    raw["models"][1]["train"] = {"probe": {"head": "logreg"}}
+    gpu_raw = copy.deepcopy(raw)
+    gpu_raw["resources"].update(gpus_per_worker=1)
+    cpu, gpu = plan_of(raw), plan_of(gpu_raw)
+    assert cpu.pretrain[0].key != gpu.pretrain[0].key
+    assert cpu.features[0].key != gpu.features[0].key
+    assert {r.resources["gpus_per_worker"] for r in gpu.gt if r.features} == {0.0}
 
 
 def test_resources_still_carried_on_run():

@@ -14,7 +14,9 @@ defaults included, so changing a default in code changes exactly the keys that r
 - the loss and its params with the loss's defaults merged (resolved_loss_params), the training
   settings (already complete), the seed, the upstream run's key;
 - versions: RESULT_VERSION (the whole training loop), PART_VERSIONS[kind] (and "generative"
-  or "probe" when used), and the loss's and dataset's registry ``version``.
+  or "probe" when used), and the loss's and dataset's registry ``version``;
+- the device class when it decides the precision (``dtype: auto`` on a GPU: bf16 there, fp32
+  on CPU); resources otherwise never change a key.
 
 A probe run (``train.probe``) is a gt or transfer run that also hashes its ``features`` run's
 key; its ``train`` holds only what a probe uses (the probe settings, ``max_length`` and
@@ -132,7 +134,18 @@ class Run:
             content["val_frac"] = self.val_frac
         if self.features:
             content["features"] = self.features
+        if self.gpu_precision:
+            content["device"] = "gpu"
         return content
+
+    @property
+    def gpu_precision(self) -> bool:
+        """Whether the device decides this run's precision: ``dtype: auto`` (pretraining always)
+        trains in bf16 on a GPU that has it and in fp32 on CPU, so a GPU run is keyed apart
+        from the CPU run of the same settings. Only then: how many GPUs, or which share of one,
+        never changes a key, and CPU runs keep the keys they had before this was keyed."""
+        on_gpu = float(self.resources.get("gpus_per_worker", 0) or 0) > 0
+        return on_gpu and self.train.get("dtype", "auto") == "auto"
 
     @property
     def needs(self) -> tuple[str, ...]:

@@ -61,7 +61,9 @@ DTYPES = ("auto", "fp32", "bf16")
 @dataclass(frozen=True)
 class Resources:
     """How one run is laid out on the cluster. Does not change a run's key: the global batch is
-    the same however many workers share it, so results agree up to float summation order."""
+    the same however many workers share it, so results agree up to float summation order. One
+    exception: with ``train.dtype: auto`` a GPU (bf16 where supported) keys the run apart from
+    CPU (fp32): w2sray/runs.py ``Run.gpu_precision``."""
 
     workers: int = 1
     cpus_per_worker: float = 1.0
