@@ -18,12 +18,18 @@ MODEL_DIR = "model"  # a pretraining run's model folder (save_pretrained), loade
 # a features run's pooled backbone features of splits A, B and test, with their ids and labels
 # (w2sray/train/features.py), read by every probe run of its model and dataset
 FEATURES = "features.npz"
+# in metrics.json: {python, package: version} the run was trained with (w2sray/provenance.py)
+SOFTWARE = "software"
 
 
 def record_files(
     run: dict[str, Any], metrics: dict[str, Any], sort_metrics: bool = True
 ) -> dict[str, bytes]:
-    """config.json and metrics.json of a run, as bytes for Store.write_run."""
+    """config.json and metrics.json of a run, as bytes for Store.write_run. metrics.json also
+    records the software the run was trained with (w2sray/provenance.py: not in the key)."""
+    from w2sray.provenance import software
+
+    metrics = {**metrics, SOFTWARE: software()}
     return {
         CONFIG: json.dumps(run, indent=2, sort_keys=True, default=str).encode(),
         METRICS: json.dumps(metrics, indent=2, sort_keys=sort_metrics).encode(),

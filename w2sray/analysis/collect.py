@@ -14,14 +14,15 @@ from typing import Any
 
 import pandas as pd
 
-from w2sray.artifacts import CONFIG, METRICS
+from w2sray.artifacts import CONFIG, METRICS, SOFTWARE
 from w2sray.data.corpus import FILE
 from w2sray.metrics import ACC, AUC
+from w2sray.provenance import describe
 from w2sray.store import Store
 
 PRETRAIN_COLUMNS = [
     "model", "objective", "corpus", "documents", "seed", "steps", "lm_loss_start", "lm_loss",
-    "uniform_loss", "vocab_size", "tokens", "train_seconds", "run_key",
+    "uniform_loss", "vocab_size", "tokens", "train_seconds", "run_key", "software",
 ]  # fmt: skip
 
 
@@ -58,6 +59,7 @@ def _pretrain_row(store: Store, key: str, row: dict, metrics: dict | None) -> di
         "vocab_size": vocab,
         "tokens": m.get("tokens"),
         "train_seconds": m.get("train_seconds"),
+        "software": describe(m.get(SOFTWARE)),
         "run_key": key,
     }
 
@@ -93,6 +95,7 @@ def collect(store: Store) -> Tables:
             "acc": metrics[k][ACC],
             "auc": metrics[k].get(AUC),
             "run_key": k,
+            "software": describe(metrics[k].get(SOFTWARE)),
         }
         for k, r in rows.items()
         if r["kind"] == "gt" and k in metrics
@@ -130,6 +133,7 @@ def collect(store: Store) -> Tables:
                 "run_key": k,
                 "weak_key": r["weak_key"],
                 "ceiling_key": r["ceiling_key"],
+                "software": describe(metrics[k].get(SOFTWARE)),
             }
         )
     failures = [

@@ -17,6 +17,7 @@ import pandas as pd
 
 from w2sray.atomic import atomic_write, atomic_write_text
 from w2sray.methods import report_pairs as method_report_pairs
+from w2sray.provenance import mixed_note
 from w2sray.store import error_line
 
 from .collect import PRETRAIN_COLUMNS
@@ -51,9 +52,9 @@ RESULT_COLUMNS = [
     "dataset", "weak", "strong", "method", "loss", "hparams", "variant", "seed",
     "generative", "chain_length",
     "weak_acc", "ceiling_acc", "w2s_acc", "weak_auc", "ceiling_auc", "w2s_auc",
-    "run_key", "weak_key", "ceiling_key",
+    "run_key", "weak_key", "ceiling_key", "software",
 ]  # fmt: skip
-GT_COLUMNS = ["dataset", "model", "seed", "acc", "auc", "run_key"]
+GT_COLUMNS = ["dataset", "model", "seed", "acc", "auc", "run_key", "software"]
 FAILURE_COLUMNS = ["run_key", "kind", "dataset", "model", "variant", "error"]
 
 
@@ -561,6 +562,9 @@ def write_report(
     gt_csv = atomic_write(out / "gt.csv", lambda p: gt.to_csv(p, index=False))
     pretrain_csv = atomic_write(out / "pretrain.csv", lambda p: pretrain.to_csv(p, index=False))
     matrices, stats, comparisons, notes = _analyse(table, ladder)
+    cells = [*table["software"], *gt["software"], *pretrain["software"]]
+    if mixed := mixed_note(cells):  # w2sray/provenance.py
+        notes.append(mixed[0].upper() + mixed[1:])
     stats_csv = atomic_write(out / "stats.csv", lambda p: stats.to_csv(p, index=False))
     comparisons_csv = atomic_write(
         out / "comparisons.csv", lambda p: comparisons.to_csv(p, index=False)
