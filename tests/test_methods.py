@@ -5,6 +5,7 @@ they add (the search's data cut, the LM targets, the two-phase lr schedule)."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pandas as pd
@@ -168,6 +169,11 @@ def test_search_plans_one_search_per_pair_and_seed():
     assert final.kind == "transfer" and final.val_frac == 0.0
     assert final.variant == "tpe[search:weak_val]" and final.key != trial.key
     assert final.describe()["hparams"] == '{"alpha_max":0.3,"lr":0.002,"warmup_frac":0.1}'
+    assert final.search_key == s.key and trial.search_key is None
+    assert json.loads(trial.describe()["hparams"]) == {"alpha_max": 0.3, "warmup_frac": 0.1}
+    # a method whose name says "search" is not a selected run for all that
+    named = plan({"name": "research", "loss": "xent"}).transfer[0]
+    assert named.search_key is None and "lr" not in json.loads(named.describe()["hparams"])
     assert len({x.key for x in p.searches}) == len(p.searches)
     gt_selected = plan({**method, "search": {**method["search"], "metric": "gt_val"}})
     assert gt_selected.searches[0].key != s.key

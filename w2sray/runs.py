@@ -83,6 +83,7 @@ class Run:
     ceiling_key: str | None = None
     depth: int = 0  # stage: 0 GT, 1 direct transfer, k: the k-th step of a bootstrapping chain
     label: str | None = None  # display label overriding ``variant`` (searched methods)
+    search_key: str | None = None  # the search that selected this run's hyper-parameters
     resources: dict[str, Any] = field(default_factory=dict)
 
     def content(self) -> dict[str, Any]:
@@ -194,7 +195,7 @@ class Run:
         }
 
     def _searched_lr(self) -> dict[str, Any]:
-        return {"lr": self.train["lr"]} if self.label and "search" in self.label else {}
+        return {"lr": self.train["lr"]} if self.search_key else {}
 
     def to_config(self) -> dict[str, Any]:
         """Everything a worker needs to train this run (written as config.json): the loss

@@ -155,7 +155,7 @@ class Search:
 
     def final_run(self, best: dict[str, Any]) -> Run:
         """The best setting trained on the whole of split B and evaluated on test."""
-        return self._with(best, label=self.label, depth=1)
+        return self._with(best, label=self.label, depth=1, search_key=self.key)
 
     def describe(self) -> dict[str, Any]:
         return {
