@@ -323,19 +323,19 @@ def test_write_report_overwrites(tmp_path, results, gt, failures):
 
 
 def test_report_pgr_by_pair_and_method(tmp_path, results, gt, failures):
-    """One table per dataset: each pair's PGR per method with its bootstrap CI over seeds
-    (hand-computed: two seeds' percentile bootstrap CI spans their two values)."""
+    """One table per dataset: each pair's PGR per method with its Student-t CI over seeds
+    (hand-computed: two seeds a, b give mean +- t(1, 0.975) x |a - b| / 2, t = 12.706)."""
     write_report(results, gt, failures, LADDER, tmp_path)
     md = (tmp_path / "summary.md").read_text()
     section = md.split("## PGR by pair and method")[1].split("## PGR matrices")[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
     assert lines[0] == f"| weak → strong | gap | {LOGCONF} | {XENT} |"
-    assert lines[2] == "| tiny → base | +0.10 | 0.75 [0.70, 0.80] | 0.45 [0.40, 0.50] |"
-    assert lines[3] == "| tiny → huge | +0.20 | 0.90 [0.90, 0.90] | 0.65 [0.55, 0.75] |"
-    assert lines[4] == "| base → huge | +0.10 | 0.70 [0.60, 0.80] | -0.20 (n=1) |"
+    assert lines[2] == "| tiny → base | +0.10 | 0.75 [0.11, 1.39] | 0.45 [-0.19, 1.09] † |"
+    assert lines[3] == "| tiny → huge | +0.20 | 0.90 [0.90, 0.90] | 0.65 [-0.62, 1.92] † |"
+    assert lines[4] == "| base → huge | +0.10 | 0.70 [-0.57, 1.97] † | -0.20 (n=1) |"
     assert "‡" not in section  # no pair has an inverted gap
     html = (tmp_path / "report.html").read_text()
-    assert "PGR by pair and method" in html and "0.75 [0.70, 0.80]" in html
+    assert "PGR by pair and method" in html and "0.75 [0.11, 1.39]" in html
 
 
 def test_report_flags_pairs_whose_ceiling_is_not_above_the_weak_model(tmp_path, gt, failures):
@@ -357,7 +357,7 @@ def test_report_flags_pairs_whose_ceiling_is_not_above_the_weak_model(tmp_path, 
     md = (tmp_path / "summary.md").read_text()
     section = md.split("## PGR by pair and method")[1].split("## PGR matrices")[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
-    assert lines[2] == "| tiny → base | +0.03 (1/2 seeds ≤ 0) ‡ | -0.25 [-1.00, 0.50] † |"
+    assert lines[2] == "| tiny → base | +0.03 (1/2 seeds ≤ 0) ‡ | -0.25 [-9.78, 9.28] † |"
     assert lines[3].startswith("| tiny → huge | +0.15 | 0.75 ")  # both sweeps' GT gaps
     assert "‡ In some seeds the strong model's ceiling is not above" in section
     assert "(1/2 seeds ≤ 0) ‡" in (tmp_path / "report.html").read_text()

@@ -97,6 +97,31 @@ def test_se_formula_by_hand():
     assert 0.1 - 1e-12 <= s["ci_low"] <= s["mean"] <= s["ci_high"] <= 0.7 + 1e-12
 
 
+# Student t 0.975 quantiles from a printed table (df: value)
+T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 9: 2.262, 29: 2.045, 120: 1.980}
+
+
+@pytest.mark.parametrize("df", T_TABLE)
+def test_t_quantile_matches_the_table(df):
+    from w2sray.analysis.stats import t_cdf, t_quantile
+
+    assert t_quantile(0.975, df) == pytest.approx(T_TABLE[df], abs=5e-4)
+    assert t_quantile(0.025, df) == pytest.approx(-T_TABLE[df], abs=5e-4)
+    assert t_cdf(T_TABLE[df], df) == pytest.approx(0.975, abs=1e-4)
+
+
+def test_t_interval_by_hand_is_wider_than_the_bootstrap_with_few_seeds():
+    # three seeds: mean 0.4, se 0.3 / sqrt(3); t(2) = 4.303 -> half width 0.745
+    s = seed_summary(np.array([0.1, 0.4, 0.7]))
+    half = 4.303 * 0.3 / math.sqrt(3)
+    assert (s["t_low"], s["t_high"]) == pytest.approx((0.4 - half, 0.4 + half), abs=1e-3)
+    assert s["t_low"] < s["ci_low"] and s["t_high"] > s["ci_high"]
+    assert all(math.isnan(seed_summary(np.array([0.3]))[k]) for k in ("t_low", "t_high"))
+    # a constant column: no spread, the interval is the value
+    c = seed_summary(np.array([0.5, 0.5, 0.5]))
+    assert (c["t_low"], c["t_high"]) == (0.5, 0.5)
+
+
 def test_bootstrap_reproducible():
     vals = [0.13, -0.4, 0.77, 0.2, 0.05, 0.61]
     a, b = seed_summary(vals), seed_summary(vals)
@@ -142,6 +167,10 @@ def test_cell_stats_flags(flagged):
     assert (th["ci_low"], th["ci_high"]) == pytest.approx((0.4, 0.6))
     assert bool(th["ci_includes_zero"]) is False
     assert bh["n"] == 1 and math.isnan(bh["ci_low"]) and bool(bh["ci_includes_zero"]) is False
+    # the t interval (what the report marks): 2 seeds, t(1) = 12.706; it includes 0 on both
+    assert (tb["t_low"], tb["t_high"]) == pytest.approx((0.1 - 2.5412, 0.1 + 2.5412), abs=1e-3)
+    assert bool(tb["t_includes_zero"]) and bool(th["t_includes_zero"])
+    assert bool(bh["t_includes_zero"]) is False and math.isnan(bh["t_low"])
 
     auc = cell_stats(flagged, LADDER, metric="pgr_auc").set_index(["weak", "strong"])
     assert auc.loc[("tiny", "base"), "mean"] == pytest.approx(0.3)
@@ -293,8 +322,9 @@ def test_report_paths_and_csvs(report):
 
 def test_summary_md_ci_and_dagger(report):
     md = report.summary_md.read_text()
-    assert "| tiny → base | 2 | 0.10 | 0.20 | [-0.10, 0.30] † |" in md
-    assert "| tiny → huge | 2 | 0.50 | 0.10 | [0.40, 0.60] |" in md
+    # t CI: mean +- 12.706 x SE (t with 1 degree of freedom); the bootstrap's beside it
+    assert "| tiny → base | 2 | 0.10 | 0.20 | [-2.44, 2.64] † | [-0.10, 0.30] |" in md
+    assert "| tiny → huge | 2 | 0.50 | 0.10 | [-0.77, 1.77] † | [0.40, 0.60] |" in md
     assert "† 95% CI includes 0." in md
     assert "#### Seed statistics: PGR (AUC)" in md
     assert "[0.20, 0.40]" in md  # xent tiny -> base on AUC
@@ -334,6 +364,6 @@ def test_html_self_contained_and_escaped(report):
     assert "b" not in parser.tags and "script" not in parser.tags
     srcs = [v for k, v in parser.attrs if k in ("src", "href")]
     assert srcs and all(v.startswith("data:image/png;base64,") for v in srcs)
-    for text in ("Ground-truth accuracy", "Comparisons", "Failed runs", "[-0.10, 0.30] †"):
+    for text in ("Ground-truth accuracy", "Comparisons", "Failed runs", "[-2.44, 2.64] †"):
         assert text in page
     assert "<li>transfer runs: 7</li>" in page

@@ -119,7 +119,7 @@ GT_NOTE = "Test accuracy of each model trained on ground truth; mean ± std over
 OVERVIEW_NOTE = "Mean PGR over (weak, strong) pairs, pairs weighted equally."
 BY_PAIR_NOTE = (
     "Per (weak, strong) pair, each method's PGR on test accuracy: mean over seeds and its 95% "
-    "bootstrap CI over seeds (†: the CI includes 0; (n=1): a single seed, no CI). The gap "
+    "CI over seeds (Student t; †: the CI includes 0; (n=1): a single seed, no CI). The gap "
     "column is the ground-truth gap the PGR divides by, ceiling minus weak accuracy, mean over "
     "seeds."
 )
@@ -138,18 +138,20 @@ MATRIX_NOTE = (
 METRICS = {"pgr": "PGR (accuracy)", "pgr_auc": "PGR (AUC)"}
 DAGGER = "†"
 STATS_NOTE = (
-    "Seed statistics per pair: mean, standard error (sample std / sqrt(n)) and a 95% "
-    f"percentile bootstrap CI over seeds ({N_BOOT} resamples, fixed seed, so the report is "
-    f"reproducible). {DAGGER} marks a CI that includes 0. n/a: fewer than 2 seeds with a "
-    "defined PGR. With few seeds a bootstrap CI is too narrow (it never reaches past the "
-    "observed seeds): read it as descriptive, not as a significance test."
+    "Seed statistics per pair: mean, standard error (sample std / sqrt(n)), the 95% CI over "
+    f"seeds (Student t with n-1 degrees of freedom: mean ± t × SE; {DAGGER} marks one that "
+    "includes 0) and, beside it, a 95% percentile bootstrap CI "
+    f"({N_BOOT} resamples, fixed seed, so the report is reproducible). n/a: fewer than 2 "
+    "seeds with a defined PGR. With the usual 2-5 seeds the bootstrap CI is too narrow (it "
+    "never reaches past the observed seeds): it is descriptive; the t CI is the one to read."
 )
 LEGEND = f"{DAGGER} 95% CI includes 0."
 COMPARISON_NOTE = (
     "Paired by seed: per-seed PGR of each variant minus the baseline's, over the seeds where "
     "both have a defined PGR (n); baseline / variant columns are the means over those same "
     'seeds. Baseline per dataset: "xent" if it was run, else the alphabetically first variant. '
-    "CI: 95% percentile bootstrap over the paired differences."
+    "CI: 95% Student-t CI of the mean paired difference; bootstrap: 95% percentile bootstrap "
+    "over the paired differences (descriptive with few seeds)."
 )
 
 
@@ -170,10 +172,16 @@ def _fmt(x: object, spec: str = ".2f") -> str:
 
 
 def _ci_text(r) -> str:
+    """The Student-t 95% CI over seeds, marked when it includes 0."""
     if int(r.n) < 2:
         return "n/a"
-    text = f"[{r.ci_low:.2f}, {r.ci_high:.2f}]"
-    return f"{text} {DAGGER}" if r.ci_includes_zero else text
+    text = f"[{r.t_low:.2f}, {r.t_high:.2f}]"
+    return f"{text} {DAGGER}" if r.t_includes_zero else text
+
+
+def _boot_text(r) -> str:
+    """The percentile bootstrap 95% CI over seeds (descriptive with few seeds)."""
+    return "n/a" if int(r.n) < 2 else f"[{r.ci_low:.2f}, {r.ci_high:.2f}]"
 
 
 def _pair(r) -> str:
@@ -349,10 +357,11 @@ def _seed_stats_sections(stats: pd.DataFrame, dataset: str, variant: str) -> lis
             n, runs = int(r.n), int(r.runs)
             ntext = str(n) if n == runs else f"{n}/{runs}"
             if n == 0:
-                rows.append([_pair(r), ntext, "undef", "n/a", "n/a"])
+                rows.append([_pair(r), ntext, "undef", "n/a", "n/a", "n/a"])
             else:
-                rows.append([_pair(r), ntext, _fmt(r.mean), _fmt(r.se), _ci_text(r)])
-        out.append(Section(head, [_table(["weak → strong", "n", "mean", "SE", "95% CI"], rows)]))
+                rows.append([_pair(r), ntext, _fmt(r.mean), _fmt(r.se), _ci_text(r), _boot_text(r)])
+        header = ["weak → strong", "n", "mean", "SE", "95% CI (t)", "bootstrap"]
+        out.append(Section(head, [_table(header, rows)]))
     return out
 
 
@@ -401,11 +410,12 @@ def _comparison_section(comp: pd.DataFrame) -> Section:
                     _fmt(r.mean, "+.2f"),
                     _fmt(r.se),
                     _ci_text(r),
+                    _boot_text(r),
                 ]
                 for r in g.itertuples(index=False)
             ]
             header = ["variant", "weak → strong", "n", "baseline mean", "variant mean",
-                      "difference", "SE", "95% CI"]  # fmt: skip
+                      "difference", "SE", "95% CI (t)", "bootstrap"]  # fmt: skip
             subs.append(Section(head, [_table(header, rows)]))
     if not subs:
         return Section("Comparisons", [Paragraph(NO_COMPARISONS)])

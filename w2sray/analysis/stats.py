@@ -1,12 +1,15 @@
-"""Uncertainty over seeds: mean, standard error and a percentile bootstrap CI per PGR cell,
-and paired (by seed) differences between variants.
+"""Uncertainty over seeds: mean, standard error, a Student-t CI and a percentile bootstrap CI
+per PGR cell, and paired (by seed) differences between variants.
 
-The bootstrap resamples the n per-seed values of one cell with replacement (``N_BOOT``
-resamples) and takes the 2.5th / 97.5th percentiles of the resample means. It uses a fresh
-``numpy.random.Generator`` seeded with ``BOOT_SEED`` on every call, so a report is
-reproducible and a cell's CI does not depend on which other cells were computed before it.
-With very few seeds (the usual 2-5) a percentile bootstrap CI is narrower than it should be
-(it can never reach beyond the observed min / max); read it as descriptive, not as a test.
+The t interval (``t_low``, ``t_high``: mean +- t(n-1) x se) is the one the report shows and
+marks: with the usual 2-5 seeds it is the honest one (it widens as n shrinks, and its
+coverage holds for roughly normal per-seed values). The bootstrap resamples the n per-seed
+values of one cell with replacement (``N_BOOT`` resamples) and takes the 2.5th / 97.5th
+percentiles of the resample means. It uses a fresh ``numpy.random.Generator`` seeded with
+``BOOT_SEED`` on every call, so a report is reproducible and a cell's CI does not depend on
+which other cells were computed before it. With very few seeds a percentile bootstrap CI is
+narrower than it should be (it can never reach beyond the observed min / max); read it as
+descriptive, not as a test.
 """
 
 from __future__ import annotations
@@ -32,14 +35,79 @@ N_BOOT = 2000
 BOOT_SEED = 0
 LEVEL = 0.95
 
-_SUMMARY = ["mean", "se", "ci_low", "ci_high", "n"]
+_SUMMARY = ["mean", "se", "ci_low", "ci_high", "n", "t_low", "t_high"]
 CELL_COLUMNS = [
     "dataset", "variant", "weak", "strong", "metric", "runs", *_SUMMARY, "ci_includes_zero",
+    "t_includes_zero",
 ]  # fmt: skip
 DIFF_COLUMNS = [
     "dataset", "weak", "strong", "metric", "a_variant", "b_variant", "a_mean", "b_mean",
-    *_SUMMARY, "ci_includes_zero",
+    *_SUMMARY, "ci_includes_zero", "t_includes_zero",
 ]  # fmt: skip
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x)
+        + b * math.log1p(-x)
+    )  # fmt: skip
+    front = math.exp(log_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on t_cdf;
+    no scipy needed)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2.0
 
 
 def _values(values) -> np.ndarray:
@@ -52,27 +120,29 @@ def seed_summary(
 ) -> dict:
     """Mean, SE and percentile-bootstrap CI of per-seed ``values`` (NaN / None dropped first).
 
-    Returns ``dict(mean, se, ci_low, ci_high, n)``: ``se`` = sample std (ddof=1) / sqrt(n),
-    NaN when n < 2; the CI is NaN when n < 2 (one value says nothing about spread) and
-    everything but ``n`` is NaN when n == 0. CI bounds are order statistics of the resample
-    means (symmetric ranks, rounded outwards), so they are always attainable resample means.
+    Returns ``dict(mean, se, ci_low, ci_high, n, t_low, t_high)``: ``se`` = sample std
+    (ddof=1) / sqrt(n), NaN when n < 2; both CIs are NaN when n < 2 (one value says nothing
+    about spread) and everything but ``n`` is NaN when n == 0. ``ci_*``: the bootstrap's, order
+    statistics of the resample means (symmetric ranks, rounded outwards), so always attainable
+    resample means; ``t_*``: mean +- t(n-1, level) x se.
     """
     x = _values(values)
     x = x[~np.isnan(x)]
     n = int(x.size)
     nan = float("nan")
     if n == 0:
-        return dict(mean=nan, se=nan, ci_low=nan, ci_high=nan, n=0)
+        return dict(mean=nan, se=nan, ci_low=nan, ci_high=nan, n=0, t_low=nan, t_high=nan)
     lo, hi = float(x.min()), float(x.max())
     # Clamp to the data range: mathematically every (resample) mean lies in it, and this keeps
     # float rounding from moving a constant column's mean or CI off the constant.
     mean = min(max(float(x.mean()), lo), hi)
     if n == 1:
-        return dict(mean=mean, se=nan, ci_low=nan, ci_high=nan, n=1)
+        return dict(mean=mean, se=nan, ci_low=nan, ci_high=nan, n=1, t_low=nan, t_high=nan)
     se = 0.0 if lo == hi else float(x.std(ddof=1)) / math.sqrt(n)
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
     alpha = (1.0 - level) / 2.0
+    half = t_quantile(1.0 - alpha, n - 1) * se
     ci_low = float(np.quantile(means, alpha, method="lower"))
     ci_high = float(np.quantile(means, 1.0 - alpha, method="higher"))
     return dict(
@@ -81,12 +151,14 @@ def seed_summary(
         ci_low=min(max(ci_low, lo), hi),
         ci_high=min(max(ci_high, lo), hi),
         n=n,
+        t_low=mean - half,
+        t_high=mean + half,
     )
 
 
-def _includes_zero(s: dict) -> bool:
+def _includes_zero(s: dict, which: str = "ci") -> bool:
     # False when there is no CI (n < 2): "unknown" is reported via n, not as "includes 0".
-    lo, hi = s["ci_low"], s["ci_high"]
+    lo, hi = s[f"{which}_low"], s[f"{which}_high"]
     return bool(not (math.isnan(lo) or math.isnan(hi)) and lo <= 0.0 <= hi)
 
 
@@ -157,6 +229,7 @@ def cell_stats(
                 runs=len(g),
                 **s,
                 ci_includes_zero=_includes_zero(s),
+                t_includes_zero=_includes_zero(s, "t"),
             )
         )
     out = pd.DataFrame(rows, columns=CELL_COLUMNS)
@@ -194,6 +267,7 @@ def _diff_rows(df: pd.DataFrame, a: str, b: str, metric: str) -> list[dict]:
                 b_mean=float(sb.loc[seeds].mean()) if len(seeds) else nan,
                 **s,
                 ci_includes_zero=_includes_zero(s),
+                t_includes_zero=_includes_zero(s, "t"),
             )
         )
     return rows
