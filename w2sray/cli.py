@@ -15,6 +15,7 @@ EPILOG = """examples:
   w2sray plan sweeps/quickstart.yaml            list the runs, what is done and what will run
   w2sray plan SPEC --gpu-mem 80 --gpus-per-node 8
                                                 and estimate GPU memory, suggest ZeRO layouts
+  w2sray plan SPEC --explain gt-0a29            what that run's key hashes; why it would retrain
   w2sray run sweeps/quickstart.yaml             run the sweep on a local Ray cluster, then report
   w2sray run SPEC --store s3://bucket/w2s       keep results in object storage
   w2sray run SPEC --address auto                join a running Ray cluster (RAY_ADDRESS works too)
@@ -65,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="nodes a run may span in the suggestion (default 1)",
+    )
+    plan.add_argument(
+        "--explain",
+        metavar="KEY",
+        help="for the runs whose key starts with KEY: everything their key hashes and, when "
+        "one is not stored, the closest stored run of its kind and the settings that differ "
+        "(why it would retrain)",
     )
 
     rep = sub.add_parser("report", help="write PGR tables, matrices and plots from a store")
@@ -132,6 +140,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     spec = _load(args.spec, args.store, args.model_dir)
     plan = plan_sweep(spec)
     store = Store(spec.storage)
+    if args.explain is not None:
+        return _explain(plan, store, args.explain, args.spec)
     failed = {f.get("key") for f in store.failures()}
     print(f"sweep {spec.name}: store {spec.storage}")
     _warn_unpinned(plan)
@@ -186,6 +196,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _print_resource_plan(spec, args.gpu_mem, args.gpus_per_node, args.max_nodes)
     for problem in _requirement_problems(spec):  # plan runs nothing: a note, `run` refuses
         print(f"note: {problem}")
+    return 0
+
+
+def _explain(plan: Any, store: Store, prefix: str, spec_path: str) -> int:
+    from w2sray.explain import explain
+
+    runs = [r for r in plan.all_runs() if prefix and r.key.startswith(prefix)]
+    if not runs:
+        print(
+            f"error: {spec_path}: no run of this plan has a key starting with {prefix!r} "
+            "(`w2sray plan SPEC` lists them)",
+            file=sys.stderr,
+        )
+        return 2
+    for i, run in enumerate(runs):
+        print(("\n" if i else "") + "\n".join(explain(run, store)))
     return 0
 
 
