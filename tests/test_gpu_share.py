@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from w2sray.spec import Resources
 from w2sray.train.gpu_share import NON_ALLOCATOR_BYTES, limit_gpu_memory, memory_fraction
 
 GiB = 2**30
@@ -32,9 +33,9 @@ def test_a_share_smaller_than_a_process_needs_is_refused():
 
 
 def test_nothing_is_capped_on_cpu():
-    res = {"workers": 1, "gpus_per_worker": 0.25}
+    res = Resources(workers=1, gpus_per_worker=0.25)
     assert limit_gpu_memory(res, torch.device("cpu")) is None
-    assert limit_gpu_memory({"gpus_per_worker": 0.0}, torch.device("cpu")) is None
+    assert limit_gpu_memory(Resources(gpus_per_worker=0.0), torch.device("cpu")) is None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -42,7 +43,7 @@ def test_cap_applied_on_a_gpu():
     device = torch.device("cuda", 0)
     total = torch.cuda.get_device_properties(device).total_memory
     try:
-        frac = limit_gpu_memory({"gpus_per_worker": 0.25}, device)
+        frac = limit_gpu_memory(Resources(gpus_per_worker=0.25), device)
         assert frac == memory_fraction(0.25, total)
         with pytest.raises(torch.cuda.OutOfMemoryError):  # more than the share: refused
             torch.empty(int(0.3 * total), dtype=torch.uint8, device=device)

@@ -15,6 +15,7 @@ import torch
 from w2sray.artifacts import CONFIG, FEATURES, METRICS, TEST_PREDICTIONS, WEAK_LABELS, record_files
 from w2sray.packing import make_packs, run_cost
 from w2sray.runs import plan_sweep
+from w2sray.settings import ProbeSettings
 from w2sray.spec import SpecError, parse_spec
 from w2sray.store import Store
 from w2sray.train.entries import entry_for
@@ -232,8 +233,8 @@ def test_both_heads_fit_a_separable_problem(head, one_thread):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(400, 8, generator=gen)
     y = (x[:, 0] - x[:, 3] > 0).float()
-    probe = {"head": head, "epochs": 20.0, "lr": 1e-2 if head == "linear" else 1.0}
-    probe.update(weight_decay=0.0, batch_size=32 if head == "linear" else None)
+    lr, batch = (1e-2, 32) if head == "linear" else (1.0, None)
+    probe = ProbeSettings(head, epochs=20.0, lr=lr, weight_decay=0.0, batch_size=batch)
     fitted, losses, _ = fit_head(x, torch.stack([1 - y, y], 1), probe, "xent", {}, seed=0)
     acc = ((torch.softmax(fitted(x), -1)[:, 1] > 0.5).float() == y).float().mean()
     assert acc > 0.95 and losses[-1] < losses[0]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from w2sray.methods import generative, method_paths, plan_path, run_fields
@@ -37,6 +37,7 @@ from w2sray.methods import generative, method_paths, plan_path, run_fields
 # Searches are the search part's (w2sray/methods/search.py); the name stays importable here
 # because Tune experiments stored before it moved pickled it as w2sray.runs.Search.
 from w2sray.methods.search import Search  # noqa: F401
+from w2sray.settings import FeatureSettings, ModelRef, PretrainSettings
 from w2sray.spec import SweepSpec, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
@@ -225,36 +226,31 @@ def _dataset_dict(ds: Any) -> dict[str, Any]:
     return d
 
 
-def _model_dict(m: Any, pretrain_key: str | None = None) -> dict[str, Any]:
-    """The model as a run carries it. A built-in records its architecture (so editing the
-    built-in ladder changes keys); a local folder its absolute path (for the workers) and the
-    digest of its files, which the key hashes instead of the path. ``pretrain_key``: the
-    pretraining run whose weights the model starts from (keyed too)."""
+def model_ref(m: Any, pretrain_key: str | None = None) -> ModelRef:
+    """The model of spec entry ``m`` as its runs carry it (w2sray/settings.py ModelRef). A
+    built-in records its architecture (so editing the built-in ladder changes keys); a local
+    folder its absolute path (for the workers) and the digest of its files, which the key
+    hashes instead of the path; a hub id the commit its revision points at.
+    ``pretrain_key``: the pretraining run whose weights the model starts from (keyed too)."""
     from w2sray.digests import folder_digest
     from w2sray.models.registry import BUILTIN_LADDER
 
-    d: dict[str, Any] = {
-        "name": m.name,
-        "source": m.source,
-        "revision": m.revision,
-        "pooling": m.pooling,
-        "trust_remote_code": m.trust_remote_code,
-    }
+    ref = ModelRef(m.name, m.source, m.revision, m.trust_remote_code, m.pooling)
     local = os.path.expanduser(m.source)
     if m.source in BUILTIN_LADDER:
-        d["builtin"] = dict(BUILTIN_LADDER[m.source])
+        ref = replace(ref, builtin=dict(BUILTIN_LADDER[m.source]))
     elif os.path.isdir(local):
-        d["source"] = os.path.abspath(local)
-        d["sha256"] = folder_digest(local)
+        ref = replace(ref, source=os.path.abspath(local), sha256=folder_digest(local))
     else:  # a hub id: keyed by the commit its revision points at (models/revisions.py)
         from w2sray.models.revisions import resolve_revision
 
-        commit = resolve_revision(m.source, m.revision).commit
-        if commit:
-            d["commit"] = commit
-    if pretrain_key:
-        d["pretrain"] = pretrain_key
-    return d
+        ref = replace(ref, commit=resolve_revision(m.source, m.revision).commit)
+    return replace(ref, pretrain=pretrain_key or None)
+
+
+def _model_dict(m: Any, pretrain_key: str | None = None) -> dict[str, Any]:
+    """The model as a run carries it and its key hashes it: ``model_ref``'s dict."""
+    return model_ref(m, pretrain_key).as_dict()
 
 
 def train_settings(t: Any, source: str | None = None) -> dict[str, Any]:
@@ -303,7 +299,7 @@ def features_run(model: dict[str, Any], dataset: dict[str, Any], t: Any, resourc
         model=model,
         loss="features",
         loss_params={},
-        train={"max_length": t.max_length, "dtype": t.dtype, "eval_batch_size": t.eval_batch_size},
+        train=FeatureSettings(t.max_length, t.dtype, t.eval_batch_size).as_dict(),
         seed=0,
         method="features",
         label=f"features(pooling={model['pooling']},max_length={t.max_length})",
@@ -330,9 +326,9 @@ def _pretrain_run(m: Any, resources: dict[str, Any]) -> Run:
     from w2sray.data.corpus import corpus_dict
 
     pre = m.pretrain
-    model = {k: v for k, v in _model_dict(m).items() if k != "pooling"}  # pooling: unused
+    model = replace(model_ref(m), pooling=None).as_dict()  # no classifier head: no pooling
     # the objective is the run's loss; mask_prob its parameter (clm has none)
-    settings = {k: v for k, v in asdict(pre).items() if k not in ("corpus", "seed", "mask_prob")}
+    settings = PretrainSettings.of(pre).as_dict()
     return Run(
         kind="pretrain",
         dataset=corpus_dict(pre.corpus),

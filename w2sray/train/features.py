@@ -72,6 +72,7 @@ def compute_features(
     metrics. Every rank must call it (the gather is collective)."""
     from w2sray.data import run_splits
     from w2sray.models import W2SClassifier
+    from w2sray.settings import FeatureSettings
     from w2sray.train.steps import Encoded
     from w2sray.train.worker import load_run_model
     from w2sray.train.zero import resolve_bf16
@@ -79,9 +80,9 @@ def compute_features(
     device = device or torch.device("cpu")
     use_gpu = device.type == "cuda"
     t_start = time.time()
-    train, ds = run["train"], run["dataset"]
-    splits = run_splits(ds)
-    bf16 = resolve_bf16(train["dtype"], use_gpu, use_gpu and torch.cuda.is_bf16_supported())
+    train = FeatureSettings.from_dict(run["train"])
+    splits = run_splits(run["dataset"])
+    bf16 = resolve_bf16(train.dtype, use_gpu, use_gpu and torch.cuda.is_bf16_supported())
     # as the fine-tuning loop loads it; a built-in model learns its vocabulary from split A
     loaded = load_run_model(run, store, use_gpu, bf16, splits.gt_texts)
     model = W2SClassifier(loaded.backbone, loaded.pooling)
@@ -93,9 +94,9 @@ def compute_features(
     truncated = 0
     for name in SPLITS:
         texts = getattr(splits, f"{name}_texts")
-        enc = Encoded(loaded.tokenizer, texts, train["max_length"])
+        enc = Encoded(loaded.tokenizer, texts, train.max_length)
         truncated += enc.truncated
-        arrays[name] = embed(model, enc, train["eval_batch_size"], rank, world, device)
+        arrays[name] = embed(model, enc, train.eval_batch_size, rank, world, device)
         arrays[f"{name}_ids"] = np.asarray(getattr(splits, f"{name}_ids"))
         arrays[f"{name}_labels"] = np.asarray(getattr(splits, f"{name}_labels"), dtype=np.int64)
     embed_seconds = time.time() - t_embed

@@ -14,7 +14,10 @@ a GPU, each at its cap, still fit on it together.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from w2sray.spec import Resources
 
 # Device memory a process uses outside torch's caching allocator: the CUDA context (a few
 # hundred MiB with lazy module loading), NCCL communicator buffers, library handles. Chosen,
@@ -41,7 +44,7 @@ def memory_fraction(
     return usable / total_bytes
 
 
-def limit_gpu_memory(resources: dict[str, Any], device: Any) -> float | None:
+def limit_gpu_memory(resources: Resources, device: Any) -> float | None:
     """Cap this process's allocator on ``device`` at the worker's share (memory_fraction) when
     it is a fraction of a CUDA GPU; return the cap, or None when nothing was capped (whole GPUs,
     CPU)."""
@@ -50,7 +53,7 @@ def limit_gpu_memory(resources: dict[str, Any], device: Any) -> float | None:
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
     total = torch.cuda.get_device_properties(device).total_memory
-    frac = memory_fraction(resources.get("gpus_per_worker", 0.0), total)
+    frac = memory_fraction(resources.gpus_per_worker, total)
     if frac is not None:
         torch.cuda.set_per_process_memory_fraction(frac, device)
     return frac

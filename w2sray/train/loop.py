@@ -150,7 +150,7 @@ def _engine(
     )
     micro = train.batch_size // w.world
     return build_engine(
-        model.module, optimizer, scheduler, micro, w.world, run["resources"],
+        model.module, optimizer, scheduler, micro, w.world, typed_resources(run),
         train.grad_clip, model.bf16, w.use_gpu,
     )  # fmt: skip
 

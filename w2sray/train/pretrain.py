@@ -110,13 +110,14 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     import psutil
 
     from w2sray.models import W2SClassifier
-    from w2sray.train.worker import load_run_model, report, start_worker
+    from w2sray.settings import PretrainSettings
+    from w2sray.train.worker import load_run_model, report, start_worker, typed_resources
     from w2sray.train.zero import build_engine, resolve_bf16
 
     t_start = time.time()
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
-    pre, res = run["train"], run["resources"]
+    pre, res = PretrainSettings.from_dict(run["train"]), typed_resources(run)
     w = start_worker(run)
 
     texts = load_corpus(run["dataset"])
@@ -126,14 +127,12 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     loaded = load_run_model(run, store, w.use_gpu, bf16, texts, lm_head=lm_head)
     model = W2SClassifier(loaded.backbone, loaded.pooling, lm=loaded.lm)
     n_params = sum(p.numel() for p in loaded.lm.parameters())
-    enc = Encoded(loaded.tokenizer, texts, pre["max_length"])
-    steps, batch = pre["steps"], pre["batch_size"]
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=pre["lr"], weight_decay=pre["weight_decay"]
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, pre["warmup_frac"]))
+    enc = Encoded(loaded.tokenizer, texts, pre.max_length)
+    steps, batch = pre.steps, pre.batch_size
+    optimizer = torch.optim.AdamW(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, pre.warmup_frac))
     engine, stage = build_engine(
-        model, optimizer, scheduler, batch // w.world, w.world, res, pre["grad_clip"], bf16,
+        model, optimizer, scheduler, batch // w.world, w.world, res, pre.grad_clip, bf16,
         w.use_gpu,
     )  # fmt: skip
     order = _order(run["seed"], len(texts), steps * batch)
@@ -159,7 +158,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
         "vocab_size": len(loaded.tokenizer),
         "params": n_params,
         "workers": w.world,
-        "zero_stage": res["zero_stage"],  # the spec's
+        "zero_stage": res.zero_stage,  # the spec's
         "engine_zero_stage": stage,
         "dtype": "bf16" if bf16 else "fp32",
         "gpu": w.use_gpu,

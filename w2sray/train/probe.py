@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from w2sray.artifacts import FEATURES, TEST_PREDICTIONS, WEAK_LABELS, record_files
+from w2sray.settings import ProbeSettings
 from w2sray.store import Store, parquet_bytes
 from w2sray.train.tasks import load_weak_p1
 
@@ -123,19 +124,19 @@ def head_p1(head: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     return torch.softmax(head(x).float(), dim=-1)[:, 1].numpy()
 
 
-def head_steps(probe: dict[str, Any], n: int) -> tuple[int, int]:
+def head_steps(probe: ProbeSettings, n: int) -> tuple[int, int]:
     """(optimizer steps, steps per epoch) of a head on ``n`` training rows: logreg takes
     ``epochs`` full-batch L-BFGS iterations, linear ``epochs`` passes of ``batch_size`` rows."""
-    if probe["head"] == "logreg":
-        return max(1, int(round(probe["epochs"]))), 1
-    per_epoch = max(1, n // probe["batch_size"])
-    return max(1, int(round(probe["epochs"] * per_epoch))), per_epoch
+    if probe.head == "logreg":
+        return max(1, int(round(probe.epochs))), 1
+    per_epoch = max(1, n // probe.batch_size)
+    return max(1, int(round(probe.epochs * per_epoch))), per_epoch
 
 
 def fit_head(
     x: torch.Tensor,
     targets: torch.Tensor,
-    probe: dict[str, Any],
+    probe: ProbeSettings,
     loss: str,
     loss_params: dict[str, Any],
     seed: int,
@@ -150,11 +151,11 @@ def fit_head(
     torch.manual_seed(seed)
     head = new_head(x.shape[1], seed)
     losses: list[float] = []
-    n, bs = x.shape[0], probe["batch_size"]
+    n, bs = x.shape[0], probe.batch_size
     total, steps_per_epoch = head_steps(probe, n)
-    if probe["head"] == "logreg":
+    if probe.head == "logreg":
         opt = torch.optim.LBFGS(
-            head.parameters(), lr=probe["lr"], max_iter=1, history_size=20,
+            head.parameters(), lr=probe.lr, max_iter=1, history_size=20,
             line_search_fn="strong_wolfe",
         )  # fmt: skip
         for it in range(total):
@@ -162,7 +163,7 @@ def fit_head(
             def closure(frac: float = it / total) -> torch.Tensor:
                 opt.zero_grad()
                 value = compute_loss(loss, head(x), targets, frac, loss_params)
-                value = value + 0.5 * probe["weight_decay"] * head.weight.pow(2).sum()
+                value = value + 0.5 * probe.weight_decay * head.weight.pow(2).sum()
                 value.backward()
                 return value
 
@@ -171,7 +172,7 @@ def fit_head(
                 on_step(it + 1, head)
         return head, losses, steps_per_epoch
     order = torch.from_numpy(_order(seed, n, total * bs))
-    opt = torch.optim.AdamW(head.parameters(), lr=probe["lr"], weight_decay=probe["weight_decay"])
+    opt = torch.optim.AdamW(head.parameters(), lr=probe.lr, weight_decay=probe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total, 0.0))
     for step in range(total):
         idx = order[step * bs : (step + 1) * bs]
@@ -225,7 +226,8 @@ def _fit_probe(
     from w2sray.metrics import accuracy, roc_auc
     from w2sray.train.select import Selector, holdout, score
 
-    probe, select = run["train"]["probe"], run["train"].get("select")
+    probe = ProbeSettings.from_dict(run["train"]["probe"])
+    select = run["train"].get("select")  # a probe run's train: probe, max_length, dtype, select
     x_train = feats["gt" if run["kind"] == "gt" else "weak"]
     targets = targets_of(run, feats, store)
     rows = np.arange(len(x_train))
@@ -271,7 +273,7 @@ def _fit_probe(
         "weak_label_acc": accuracy(feats["weak_labels"], weak_p1),
         "train_loss": float(np.mean(losses[-max(1, steps_per_epoch) :])),
         "steps": len(losses),
-        "probe": probe["head"],
+        "probe": probe.head,
         "features_key": run["features"],
         "feature_dim": int(x_train.shape[1]),
         "train_seconds": train_seconds,

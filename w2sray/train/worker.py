@@ -33,7 +33,7 @@ def start_worker(run: dict[str, Any]) -> Worker:
 
     ctx = ray.train.get_context()
     device = ray.train.torch.get_device()
-    fraction = limit_gpu_memory(run["resources"], device)
+    fraction = limit_gpu_memory(typed_resources(run), device)
     torch.manual_seed(run["seed"])
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     return Worker(rank, world, device, device.type == "cuda", fraction)
@@ -65,16 +65,15 @@ def load_run_model(
     """The run's model (models.load_model): the weights its pretraining run stored, else its
     source at the commit the plan resolved. ``corpus``: a built-in model's vocabulary."""
     from w2sray.models import load_model
-    from w2sray.models.revisions import model_revision
+    from w2sray.settings import ModelRef
 
-    m = run["model"]
-    pretrained = m.get("pretrain")
+    m = ModelRef.from_dict(run["model"])
     return load_model(
-        store.local_folder(pretrained, MODEL_DIR) if pretrained else m["source"],
+        store.local_folder(m.pretrain, MODEL_DIR) if m.pretrain else m.source,
         seed=run["seed"],
-        revision=None if pretrained else model_revision(m),
-        pooling=m.get("pooling", "auto"),  # a pretraining run's model has none: unused there
-        trust_remote_code=m["trust_remote_code"],
+        revision=None if m.pretrain else m.load_revision,
+        pooling=m.pooling or "auto",  # a pretraining run's model has none: unused there
+        trust_remote_code=m.trust_remote_code,
         # bf16 weights straight from the checkpoint on GPU (DeepSpeed's bf16 cast would make
         # the same values); on CPU float32, and DeepSpeed casts when bf16 is asked for there.
         dtype=torch.bfloat16 if bf16 and use_gpu else torch.float32,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from w2sray.spec import Resources
 
 # Set to "spec" (in the workers' environment, e.g. a runtime_env) to build every engine with the
 # spec's ZeRO stage, one-worker CPU runs included: to exercise ZeRO's code paths on a CPU box.
@@ -101,7 +104,7 @@ def build_engine(
     scheduler: Any,
     micro_batch: int,
     world_size: int,
-    res: dict[str, Any],
+    res: Resources,
     grad_clip: float,
     bf16: bool,
     gpu: bool,
@@ -109,8 +112,8 @@ def build_engine(
     """A run's DeepSpeed engine and the ZeRO stage it was built with (engine_stage)."""
     import deepspeed
 
-    offload = res.get("offload", False)
-    stage = engine_stage(res["zero_stage"], world_size, gpu, bf16, offload)
+    offload = res.offload
+    stage = engine_stage(res.zero_stage, world_size, gpu, bf16, offload)
     cfg = deepspeed_config(micro_batch, world_size, stage, grad_clip, bf16, offload, gpu)
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=cfg

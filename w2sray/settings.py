@@ -1,0 +1,113 @@
+"""Typed run settings: a run's model and the settings of the run kinds that do not fine-tune
+(pretraining, features, probes), as dataclasses shared by the planner, which builds them and
+hashes their ``as_dict()`` into the run key (w2sray/runs.py), and the workers, which read them
+back from the run's config.json (``from_dict``) instead of reading string keys with fallbacks.
+A fine-tuning run's settings and every run's layout are the spec's own ``TrainSettings`` and
+``Resources`` (w2sray/spec.py).
+
+``as_dict`` is exactly the dict the run key has always hashed: optional fields a run does not
+have are left out, not written as null, so keys stay as they were (tests/test_keys.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """``d``'s entries that are fields of ``cls`` (a config written by a newer planner may carry
+    more; a missing one takes its default)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model a run trains, as planned: a built-in (with its architecture), a local folder
+    (keyed by its files' digest), or a hub id (keyed by the commit its revision points at), and
+    the pretraining run whose weights it starts from, if any."""
+
+    name: str  # the spec's display name (not keyed)
+    source: str  # built-in name, absolute local folder or hub id
+    revision: str | None = None  # as the spec wrote it
+    trust_remote_code: bool = False
+    pooling: str | None = "auto"  # None: a pretraining run's model (no classifier head)
+    builtin: dict[str, Any] | None = None  # a built-in's architecture
+    sha256: str | None = None  # a local folder's digest (w2sray/digests.py)
+    commit: str | None = None  # a hub model's resolved commit (w2sray/models/revisions.py)
+    pretrain: str | None = None  # key of the pretraining run whose weights it starts from
+
+    OPTIONAL = ("pooling", "builtin", "sha256", "commit", "pretrain")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: v for k, v in d.items() if not (k in self.OPTIONAL and v is None)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelRef:
+        return cls(**{"pooling": None, **_known(cls, d)})
+
+    @property
+    def load_revision(self) -> str | None:
+        """What a worker loads: the commit the plan resolved, else the spec's revision."""
+        return self.commit or self.revision
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """A pretraining run's optimisation (the spec's PretrainSpec less its corpus, which is the
+    run's dataset, its seed, the run's seed, and mask_prob, the mlm loss's parameter)."""
+
+    objective: str  # clm | mlm: also the run's loss
+    steps: int
+    lr: float
+    batch_size: int
+    max_length: int
+    warmup_frac: float
+    weight_decay: float
+    grad_clip: float
+
+    @classmethod
+    def of(cls, pre: Any) -> PretrainSettings:
+        """From a spec.PretrainSpec."""
+        return cls(**_known(cls, asdict(pre)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PretrainSettings:
+        return cls(**_known(cls, d))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """A features run's: what its probes' features are computed with."""
+
+    max_length: int
+    dtype: str
+    eval_batch_size: int
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureSettings:
+        return cls(**_known(cls, d))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """A probe run's head and its optimisation, defaults merged (w2sray/train/probe.py
+    ``resolved``): ``batch_size`` None is full-batch (logreg's L-BFGS)."""
+
+    head: str
+    epochs: float
+    lr: float
+    weight_decay: float
+    batch_size: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProbeSettings:
+        return cls(**_known(cls, d))
