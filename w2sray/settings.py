@@ -22,6 +22,18 @@ def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in names}
 
 
+class _Settings:
+    """``from_dict`` (a run config's dict) and ``as_dict`` (what the run key hashes) of a
+    settings dataclass."""
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        return cls(**_known(cls, d))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """Which model a run trains, as planned: a built-in (with its architecture), a local folder
@@ -55,7 +67,7 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
-class PretrainSettings:
+class PretrainSettings(_Settings):
     """A pretraining run's optimisation (the spec's PretrainSpec less its corpus, which is the
     run's dataset, its seed, the run's seed, and mask_prob, the mlm loss's parameter)."""
 
@@ -73,32 +85,18 @@ class PretrainSettings:
         """From a spec.PretrainSpec."""
         return cls(**_known(cls, asdict(pre)))
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PretrainSettings:
-        return cls(**_known(cls, d))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class FeatureSettings:
+class FeatureSettings(_Settings):
     """A features run's: what its probes' features are computed with."""
 
     max_length: int
     dtype: str
     eval_batch_size: int
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FeatureSettings:
-        return cls(**_known(cls, d))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class ProbeSettings:
+class ProbeSettings(_Settings):
     """A probe run's head and its optimisation, defaults merged (w2sray/train/probe.py
     ``resolved``): ``batch_size`` None is full-batch (logreg's L-BFGS)."""
 
@@ -107,7 +105,3 @@ class ProbeSettings:
     lr: float
     weight_decay: float
     batch_size: int | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ProbeSettings:
-        return cls(**_known(cls, d))
