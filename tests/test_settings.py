@@ -1,0 +1,52 @@
+"""Typed run settings (w2sray/settings.py): what the workers read back from a run's config is
+exactly what its key hashed, for every kind of run a plan makes."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from w2sray.runs import plan_sweep
+from w2sray.settings import FeatureSettings, ModelRef, PretrainSettings, ProbeSettings
+from w2sray.spec import parse_spec
+
+PRE = {"corpus": {"dataset": "synthetic", "n": 64, "seed": 1}, "steps": 5}
+RAW = {
+    "name": "typed",
+    "storage": "/unused",
+    "datasets": [{"name": "synthetic", "n_gt": 32, "n_weak": 32, "n_test": 16}],
+    "models": [
+        {"name": "a", "source": "w2s-tiny-1", "pretrain": PRE},
+        {"name": "b", "source": "w2s-tiny-2", "train": {"probe": {"head": "linear"}}},
+        "w2s-tiny-3",
+    ],
+    "methods": ["xent"],
+    "seeds": [0],
+}
+
+
+def test_workers_read_back_what_the_key_hashed():
+    plan = plan_sweep(parse_spec(RAW))
+    runs = plan.all_runs()
+    assert {r.kind for r in runs} == {"pretrain", "features", "gt", "transfer"}
+    for run in runs:
+        cfg = run.to_config()
+        model = ModelRef.from_dict(cfg["model"])
+        assert model.as_dict() == run.model == cfg["content"]["model"] | {"name": run.model["name"]}
+    (pre,) = plan.pretrain
+    assert ModelRef.from_dict(pre.model).pooling is None and "pooling" not in pre.model
+    settings = PretrainSettings.from_dict(pre.to_config()["train"])
+    assert settings.as_dict() == pre.train and settings.steps == 5 and pre.loss == "clm"
+    (feat,) = plan.features
+    assert FeatureSettings.from_dict(feat.train).as_dict() == feat.train
+    probes = [r for r in runs if r.features]
+    assert probes and all(
+        asdict(ProbeSettings.from_dict(r.train["probe"])) == r.train["probe"] for r in probes
+    )
+    assert ProbeSettings.from_dict(probes[0].train["probe"]).batch_size == 32  # the run's
+
+
+def test_a_config_with_fields_a_worker_does_not_know_still_loads():
+    d = {"name": "m", "source": "w2s-tiny-1", "revision": None, "trust_remote_code": False,
+         "pooling": "mean", "new_field": 1}  # fmt: skip
+    assert ModelRef.from_dict(d).pooling == "mean"
+    assert ModelRef.from_dict({**d, "commit": "c" * 40}).load_revision == "c" * 40
