@@ -12,6 +12,7 @@ import pytest
 from w2sray import cli
 from w2sray.data.corpus import corpus_dict, load_corpus
 from w2sray.runs import plan_sweep
+from w2sray.settings import CorpusRef
 from w2sray.spec import CorpusSpec, SpecError, parse_spec
 from w2sray.store import Store
 from w2sray.sweep import Outcome, _runnable
@@ -28,6 +29,10 @@ RAW = {
     ],
     "methods": ["xent"],
 }
+
+
+def _ref(corpus: CorpusSpec) -> CorpusRef:
+    return CorpusRef.from_dict(corpus_dict(corpus))
 
 
 def spec_with(**model_changes):
@@ -119,7 +124,7 @@ def test_a_file_corpus_is_keyed_by_its_bytes(tmp_path):
     a.write_text("one two\n\nthree four\n")
     b.write_text("one two\n\nthree four\n")
     da, db = corpus_dict(CorpusSpec(path=str(a), n=5)), corpus_dict(CorpusSpec(path=str(b), n=5))
-    assert load_corpus(da) == ["one two", "three four"]  # blank lines dropped
+    assert load_corpus(CorpusRef.from_dict(da)) == ["one two", "three four"]  # blank lines dropped
     recipe = {"corpus": {"path": str(a), "n": 5}, "steps": 3}
     key_a = plan_sweep(spec_with(m0={"pretrain": recipe})).pretrain[0].key
     recipe_b = {"corpus": {"path": str(b), "n": 5}, "steps": 3}
@@ -133,16 +138,16 @@ def test_a_table_corpus_reads_its_text_column(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"body": "alpha beta"}\n{"body": "gamma"}\n{"body": "delta"}\n')
     d = corpus_dict(CorpusSpec(path=str(path), n=2, text_column="body"))
-    assert load_corpus(d) == ["alpha beta", "gamma"]
+    assert load_corpus(CorpusRef.from_dict(d)) == ["alpha beta", "gamma"]
     with pytest.raises(ValueError, match="no column 'text'"):
-        load_corpus(corpus_dict(CorpusSpec(path=str(path), n=2)))
+        load_corpus(_ref(CorpusSpec(path=str(path), n=2)))
 
 
 def test_a_dataset_corpus_draws_its_own_documents():
     d = corpus_dict(CorpusSpec(dataset="synthetic", n=50, seed=5))
-    texts = load_corpus(d)
-    assert len(texts) == 50 and texts == load_corpus(d)
-    assert texts != load_corpus(corpus_dict(CorpusSpec(dataset="synthetic", n=50, seed=6)))
+    texts = load_corpus(CorpusRef.from_dict(d))
+    assert len(texts) == 50 and texts == load_corpus(CorpusRef.from_dict(d))
+    assert texts != load_corpus(_ref(CorpusSpec(dataset="synthetic", n=50, seed=6)))
 
 
 def test_a_failed_pretraining_run_blocks_only_the_runs_that_need_it(tmp_path):

@@ -194,6 +194,7 @@ def test_workers_load_the_planned_commit_of_a_hub_dataset_and_corpus(hub_cache, 
     from w2sray.data import hub as hub_mod
     from w2sray.data import run_splits
     from w2sray.data.corpus import load_corpus
+    from w2sray.settings import CorpusRef, DataRef
 
     asked: list[tuple[str, str | None]] = []
 
@@ -204,10 +205,10 @@ def test_workers_load_the_planned_commit_of_a_hub_dataset_and_corpus(hub_cache, 
     monkeypatch.setattr(hub_mod, "load_hub_rows", fake)
     _ds_ref(hub_cache, SHA_A)
     plan = plan_sweep(parse_spec(_ds_raw(corpus=True)))
-    run_splits(plan.gt[0].dataset)
+    run_splits(DataRef.from_dict(plan.gt[0].dataset))
     assert asked and all(rev == SHA_A for _, rev in asked)
     (pre,) = plan.pretrain
     assert pre.dataset["commit"] == SHA_A
     asked.clear()
-    assert len(load_corpus(pre.dataset)) == 16
+    assert len(load_corpus(CorpusRef.from_dict(pre.dataset))) == 16
     assert asked == [("train", SHA_A)]

@@ -50,3 +50,37 @@ def test_a_config_with_fields_a_worker_does_not_know_still_loads():
          "pooling": "mean", "new_field": 1}  # fmt: skip
     assert ModelRef.from_dict(d).pooling == "mean"
     assert ModelRef.from_dict({**d, "commit": "c" * 40}).load_revision == "c" * 40
+
+
+def test_datasets_and_corpora_round_trip_through_their_types(tmp_path):
+    """A local file with test files (keyed by sha256s) and a file corpus: the optional fields
+    a run has are kept, the ones it has not stay absent."""
+    from w2sray.settings import CorpusRef, DataRef
+
+    rows = "\n".join(f"sentence {i}\t{i % 2}" for i in range(80))
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + rows + "\n")
+    (tmp_path / "test.tsv").write_text("sentence\tlabel\n" + rows.replace("sentence", "t") + "\n")
+    (tmp_path / "corpus.txt").write_text("one two\nthree four\n")
+    local = {"path": str(tmp_path / "train.tsv"), "test_path": str(tmp_path / "test.tsv")}
+    local["text_column"] = "sentence"
+    raw = {
+        **RAW,
+        "datasets": [{"name": "local", "params": local, "n_gt": 20, "n_weak": 20, "n_test": 20}],
+        "models": [
+            {
+                "name": "a",
+                "source": "w2s-tiny-1",
+                "pretrain": {"corpus": {"path": str(tmp_path / "corpus.txt"), "n": 2}, "steps": 2},
+            },
+            "w2s-tiny-2",
+        ],  # fmt: skip
+    }
+    plan = plan_sweep(parse_spec(raw))
+    (pre,) = plan.pretrain
+    corpus = CorpusRef.from_dict(pre.dataset)
+    assert corpus.as_dict() == pre.dataset and corpus.seed is None and corpus.sha256
+    for run in plan.gt + plan.transfer:
+        data = DataRef.from_dict(run.dataset)
+        assert data.as_dict() == run.dataset and data.sha256 and len(data.test_sha256) == 1
+    plain = plan_sweep(parse_spec(RAW)).gt[0].dataset
+    assert DataRef.from_dict(plain).as_dict() == plain and "sha256" not in plain

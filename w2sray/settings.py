@@ -67,6 +67,56 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
+class DataRef:
+    """A labelled dataset as a run carries it: the registry entry, its loader's params with
+    their defaults merged, the split sizes and seed, and what keys its content: a local file's
+    sha256 (and its test files'), a hub dataset's resolved commit."""
+
+    name: str
+    params: dict[str, Any]
+    n_gt: int
+    n_weak: int
+    n_test: int
+    split_seed: int
+    sha256: str | None = None
+    test_sha256: list[str] | None = None
+    commit: str | None = None
+
+    OPTIONAL = ("sha256", "test_sha256", "commit")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: v for k, v in d.items() if not (k in self.OPTIONAL and v is None)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataRef:
+        return cls(**_known(cls, d))
+
+
+@dataclass(frozen=True)
+class CorpusRef:
+    """A pretraining run's unlabeled texts (w2sray/data/corpus.py): a registered dataset's,
+    drawn with ``seed``, or a local file's (``name`` "file", keyed by its sha256)."""
+
+    name: str
+    params: dict[str, Any]
+    n: int  # documents
+    seed: int | None = None  # a dataset's draw; a file has none
+    sha256: str | None = None
+    commit: str | None = None
+
+    OPTIONAL = ("seed", "sha256", "commit")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: v for k, v in d.items() if not (k in self.OPTIONAL and v is None)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CorpusRef:
+        return cls(**_known(cls, d))
+
+
+@dataclass(frozen=True)
 class PretrainSettings(_Settings):
     """A pretraining run's optimisation (the spec's PretrainSpec less its corpus, which is the
     run's dataset, its seed, the run's seed, and mask_prob, the mlm loss's parameter)."""

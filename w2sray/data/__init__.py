@@ -244,18 +244,16 @@ def splits_from_sources(
     return Splits(a_t, a_y, a, b_t, b_y, b, list(src.test_texts), list(src.test_labels), t)
 
 
-def loader_params(d: dict[str, Any]) -> dict[str, Any]:
-    """The loader arguments of a run's dataset (or corpus) dict: its params, with ``revision``
-    set to the commit the plan resolved for a hub dataset (``commit``), so every worker reads
-    the rows the run key names."""
-    return {**d["params"], "revision": d["commit"]} if d.get("commit") else d["params"]
+def loader_params(d: Any) -> dict[str, Any]:
+    """The loader arguments of a run's dataset or corpus (settings.DataRef / CorpusRef): its
+    params, with ``revision`` set to the commit the plan resolved for a hub dataset
+    (``commit``), so every worker reads the rows the run key names."""
+    return {**d.params, "revision": d.commit} if d.commit else d.params
 
 
-def run_splits(d: dict[str, Any]) -> Splits:
-    """The splits of a run's dataset dict (w2sray/runs.py ``_dataset_dict``)."""
-    return make_splits(
-        d["name"], loader_params(d), d["n_gt"], d["n_weak"], d["n_test"], d["split_seed"]
-    )
+def run_splits(d: Any) -> Splits:
+    """The splits of a run's dataset (a settings.DataRef)."""
+    return make_splits(d.name, loader_params(d), d.n_gt, d.n_weak, d.n_test, d.split_seed)
 
 
 def make_splits(

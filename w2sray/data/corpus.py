@@ -30,11 +30,11 @@ def corpus_dict(corpus: Any) -> dict[str, Any]:
     return with_hub_commit(d)
 
 
-def load_corpus(d: dict[str, Any]) -> list[str]:
-    """The texts of a corpus as corpus_dict describes it: up to ``n`` documents (a file's
-    first ``n`` non-empty ones, in file order)."""
-    if d["name"] == FILE:
-        path, column = d["params"]["path"], d["params"]["text_column"]
+def load_corpus(d: Any) -> list[str]:
+    """The texts of a corpus (a settings.CorpusRef of corpus_dict's dict): up to ``n``
+    documents (a file's first ``n`` non-empty ones, in file order)."""
+    if d.name == FILE:
+        path, column = d.params["path"], d.params["text_column"]
         if path.endswith(".txt"):
             with open(path, encoding="utf-8") as fh:
                 texts = [line.strip() for line in fh]
@@ -49,6 +49,6 @@ def load_corpus(d: dict[str, Any]) -> list[str]:
         texts = [t for t in texts if t]
         if not texts:
             raise ValueError(f"{path}: the corpus file holds no text")
-        return texts[: d["n"]]
-    texts, _ = DATASETS[d["name"]].load(d["n"], d["seed"], **loader_params(d))
+        return texts[: d.n]
+    texts, _ = DATASETS[d.name].load(d.n, d.seed, **loader_params(d))
     return list(texts)

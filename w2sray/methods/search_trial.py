@@ -13,6 +13,7 @@ import pandas as pd
 
 from w2sray.artifacts import VAL_PREDICTIONS
 from w2sray.metrics import VAL_GT_ACC, VAL_WEAK_ACC, VAL_WEAK_AUC, accuracy, roc_auc
+from w2sray.settings import DataRef
 from w2sray.store import Store
 from w2sray.train.select import holdout
 from w2sray.train.tasks import Evaluation, PredictOn, load_weak_p1
@@ -61,7 +62,7 @@ class SearchTrial:
             splits.weak_labels,
             load_weak_p1(run, splits.weak_ids, store),
             run["val_frac"],
-            run["dataset"]["split_seed"],
+            DataRef.from_dict(run["dataset"]).split_seed,
         )
         self.texts, self.targets = self.found.train_texts, self.found.train_targets
 

@@ -72,7 +72,7 @@ def compute_features(
     metrics. Every rank must call it (the gather is collective)."""
     from w2sray.data import run_splits
     from w2sray.models import W2SClassifier
-    from w2sray.settings import FeatureSettings
+    from w2sray.settings import DataRef, FeatureSettings
     from w2sray.train.steps import Encoded
     from w2sray.train.worker import load_run_model
     from w2sray.train.zero import resolve_bf16
@@ -81,7 +81,7 @@ def compute_features(
     use_gpu = device.type == "cuda"
     t_start = time.time()
     train = FeatureSettings.from_dict(run["train"])
-    splits = run_splits(run["dataset"])
+    splits = run_splits(DataRef.from_dict(run["dataset"]))
     bf16 = resolve_bf16(train.dtype, use_gpu, use_gpu and torch.cuda.is_bf16_supported())
     # as the fine-tuning loop loads it; a built-in model learns its vocabulary from split A
     loaded = load_run_model(run, store, use_gpu, bf16, splits.gt_texts)

@@ -21,6 +21,7 @@ import torch
 from w2sray.artifacts import ADAPTER, record_files
 from w2sray.data import run_splits
 from w2sray.methods import generative
+from w2sray.settings import DataRef
 from w2sray.store import Store, parquet_bytes
 from w2sray.train.steps import (
     Encoded,
@@ -336,11 +337,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     t_start = time.time()
     process_start = psutil.Process().create_time()
     run, store = config["run"], Store(config["store"])
-    train, ds = typed_train(run), run["dataset"]
+    train, ds = typed_train(run), DataRef.from_dict(run["dataset"])
     w = start_worker(run)
     splits = run_splits(ds)
     task = task_for(run["kind"])(run, splits, store)
-    rows = _train_rows(task, train.select, ds["split_seed"])
+    rows = _train_rows(task, train.select, ds.split_seed)
     model = _load_model(run, train, w, splits, store)
     enc = Encoded(model.tokenizer, rows.texts, train.max_length)
     sched = Schedule.of(run, train, len(rows.texts))

@@ -110,7 +110,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     import psutil
 
     from w2sray.models import W2SClassifier
-    from w2sray.settings import PretrainSettings
+    from w2sray.settings import CorpusRef, PretrainSettings
     from w2sray.train.worker import load_run_model, report, start_worker, typed_resources
     from w2sray.train.zero import build_engine, resolve_bf16
 
@@ -120,7 +120,7 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     pre, res = PretrainSettings.from_dict(run["train"]), typed_resources(run)
     w = start_worker(run)
 
-    texts = load_corpus(run["dataset"])
+    texts = load_corpus(CorpusRef.from_dict(run["dataset"]))
     bf16 = resolve_bf16("auto", w.use_gpu, w.use_gpu and torch.cuda.is_bf16_supported())
     # a built-in model's word-level vocabulary comes from its corpus
     lm_head = "mlm" if run["loss"] == "mlm" else True

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from w2sray.artifacts import FEATURES, TEST_PREDICTIONS, WEAK_LABELS, record_files
-from w2sray.settings import ProbeSettings
+from w2sray.settings import DataRef, ProbeSettings
 from w2sray.store import Store, parquet_bytes
 from w2sray.train.tasks import load_weak_p1
 
@@ -232,7 +232,8 @@ def _fit_probe(
     targets = targets_of(run, feats, store)
     rows = np.arange(len(x_train))
     if select:  # hold out training rows to select on, as the fine-tuning loop does
-        rows, val_rows = holdout(len(rows), select["val_frac"], run["dataset"]["split_seed"])
+        split_seed = DataRef.from_dict(run["dataset"]).split_seed
+        rows, val_rows = holdout(len(rows), select["val_frac"], split_seed)
     standard = _standardise(x_train[rows])
     x = standard(x_train[rows])
     t = torch.from_numpy(targets[rows])
