@@ -24,18 +24,22 @@ def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
 
 class _Settings:
     """``from_dict`` (a run config's dict) and ``as_dict`` (what the run key hashes) of a
-    settings dataclass."""
+    settings dataclass. Fields named in ``OPTIONAL`` are left out of the dict when None: runs
+    without them were keyed before they existed."""
+
+    OPTIONAL: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Any:
         return cls(**_known(cls, d))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        d = asdict(self)  # type: ignore[call-overload]
+        return {k: v for k, v in d.items() if not (k in self.OPTIONAL and v is None)}
 
 
 @dataclass(frozen=True)
-class ModelRef:
+class ModelRef(_Settings):
     """Which model a run trains, as planned: a built-in (with its architecture), a local folder
     (keyed by its files' digest), or a hub id (keyed by the commit its revision points at), and
     the pretraining run whose weights it starts from, if any."""
@@ -52,10 +56,6 @@ class ModelRef:
 
     OPTIONAL = ("pooling", "builtin", "sha256", "commit", "pretrain")
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: v for k, v in d.items() if not (k in self.OPTIONAL and v is None)}
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelRef:
         return cls(**{"pooling": None, **_known(cls, d)})
@@ -67,7 +67,7 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
-class DataRef:
+class DataRef(_Settings):
     """A labelled dataset as a run carries it: the registry entry, its loader's params with
     their defaults merged, the split sizes and seed, and what keys its content: a local file's
     sha256 (and its test files'), a hub dataset's resolved commit."""
@@ -84,17 +84,9 @@ class DataRef:
 
     OPTIONAL = ("sha256", "test_sha256", "commit")
 
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: v for k, v in d.items() if not (k in self.OPTIONAL and v is None)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DataRef:
-        return cls(**_known(cls, d))
-
 
 @dataclass(frozen=True)
-class CorpusRef:
+class CorpusRef(_Settings):
     """A pretraining run's unlabeled texts (w2sray/data/corpus.py): a registered dataset's,
     drawn with ``seed``, or a local file's (``name`` "file", keyed by its sha256)."""
 
@@ -106,14 +98,6 @@ class CorpusRef:
     commit: str | None = None
 
     OPTIONAL = ("seed", "sha256", "commit")
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: v for k, v in d.items() if not (k in self.OPTIONAL and v is None)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CorpusRef:
-        return cls(**_known(cls, d))
 
 
 @dataclass(frozen=True)
