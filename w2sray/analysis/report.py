@@ -360,7 +360,7 @@ def _seed_stats_sections(stats: pd.DataFrame, dataset: str, variant: str) -> lis
                 rows.append([_pair(r), ntext, "undef", "n/a", "n/a", "n/a"])
             else:
                 rows.append([_pair(r), ntext, _fmt(r.mean), _fmt(r.se), _ci_text(r), _boot_text(r)])
-        header = ["weak → strong", "n", "mean", "SE", "95% CI (t)", "bootstrap"]
+        header = ["weak → strong", "n", "mean", "SE", "95% CI (t)", "bootstrap CI"]
         out.append(Section(head, [_table(header, rows)]))
     return out
 
@@ -415,7 +415,7 @@ def _comparison_section(comp: pd.DataFrame) -> Section:
                 for r in g.itertuples(index=False)
             ]
             header = ["variant", "weak → strong", "n", "baseline mean", "variant mean",
-                      "difference", "SE", "95% CI (t)", "bootstrap"]  # fmt: skip
+                      "difference", "SE", "95% CI (t)", "bootstrap CI"]  # fmt: skip
             subs.append(Section(head, [_table(header, rows)]))
     if not subs:
         return Section("Comparisons", [Paragraph(NO_COMPARISONS)])
