@@ -11,8 +11,8 @@ version to bump, until one of the two is done and the fingerprint recorded again
     .venv/bin/python -m w2sray.result_code > tests/result_code.json
 
 The digest covers code only: comments, docstrings, blank lines and line breaks inside brackets
-are not in it (Python's tokens, not its AST, so it is the same under every Python version;
-parentheses a formatter adds around a wrapped expression are tokens: record again then).
+are not in it (Python's tokens, not its AST, normalised so that Python 3.11, 3.12 and 3.13
+agree; parentheses a formatter adds around a wrapped expression are tokens: record again then).
 """
 
 from __future__ import annotations
@@ -88,22 +88,52 @@ def _docstring_lines(source: str) -> set[int]:
     return lines
 
 
+def _tokens(source: str) -> list[tuple[str, str, tuple[int, int], tuple[int, int]]]:
+    """(type name, text, start, end) of ``source``'s tokens, the same under Python 3.11 and
+    3.12+: 3.12 splits an f-string into FSTRING_START / MIDDLE / END and the tokens of its
+    fields, where 3.11 gives one STRING; here it is one STRING again, its source text."""
+    lines = source.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+
+    def at(pos: tuple[int, int]) -> int:
+        return offsets[pos[0] - 1] + pos[1]
+
+    out: list[tuple[str, str, tuple[int, int], tuple[int, int]]] = []
+    depth, start = 0, (0, 0)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        name = tokenize.tok_name[tok.type]
+        if name == "FSTRING_START":
+            depth, start = depth + 1, tok.start if depth == 0 else start
+            continue
+        if name == "FSTRING_END":
+            depth -= 1
+            if depth == 0:
+                out.append(("STRING", source[at(start) : at(tok.end)], start, tok.end))
+            continue
+        if depth == 0:
+            out.append((name, tok.string, tok.start, tok.end))
+    return out
+
+
 def code_digest(path: Path) -> str:
     """sha256 of a module's code tokens: comments, docstrings, blank lines, line breaks inside
-    brackets and a formatter's trailing commas left out."""
+    brackets and a formatter's trailing commas left out; the same under every Python 3.11+."""
     source = path.read_text(encoding="utf-8")
     skip = _docstring_lines(source)
-    raw = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    drop = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
+    toks = _tokens(source)
+    drop = {"COMMENT", "NL", "ENCODING", "ENDMARKER"}
     kept = []
-    for i, tok in enumerate(raw):
-        if tok.type in drop or tok.start[0] in skip:
+    for i, (name, text, start, _) in enumerate(toks):
+        if name in drop or start[0] in skip:
             continue
-        if tok.string == ",":  # a formatter's trailing comma: a line break, then the bracket
-            rest = [t for t in raw[i + 1 :] if t.type != tokenize.COMMENT]
-            if len(rest) > 1 and rest[0].type == tokenize.NL and rest[1].string in ")]}":
+        if text == ",":  # a formatter's trailing comma: a line break, then the bracket
+            rest = [t for t in toks[i + 1 :] if t[0] != "COMMENT"]
+            if len(rest) > 1 and rest[0][0] == "NL" and rest[1][1] in (")", "]", "}"):
                 continue
-        kept.append(f"{tok.type}:{tok.string}")
+        # NEWLINE and DEDENT: their text differs between tokenizers (end of file, '' or '\n')
+        kept.append(name if name in ("NEWLINE", "DEDENT", "INDENT") else f"{name}:{text}")
     return hashlib.sha256("\n".join(kept).encode()).hexdigest()[:16]
 
 
