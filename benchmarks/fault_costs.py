@@ -221,7 +221,7 @@ def worker_kill(root: str, ckpt_baseline: bool) -> dict:
             yaml.safe_dump({**raw, "storage": os.path.join(root, name)}, fh)
         spec = load_spec(path)
         run = plan_sweep(spec).gt[1]
-        assert run.model["name"] == "w2s-tiny-2"
+        assert run.model.name == "w2s-tiny-2"
         plan = Plan(gt=(run,), transfer=())
         found: dict = {}
         if kill:

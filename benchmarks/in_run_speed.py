@@ -83,7 +83,7 @@ def _run_for(model: str, args: argparse.Namespace, zero: int):
         "resources": {"workers": 1, "cpus_per_worker": args.cpus, "zero_stage": zero},
     }
     spec = parse_spec(raw)
-    (run,) = [r for r in plan_sweep(spec).gt if r.model["name"] == model]
+    (run,) = [r for r in plan_sweep(spec).gt if r.model.name == model]
     return spec, run
 
 
@@ -221,7 +221,7 @@ def in_ray(spec, run, census: Census | None = None) -> dict[str, float]:
     d = run.to_config()["dataset"]
     rows = m["n_test"] + d["n_weak"]
     return {
-        "train": m["steps"] * run.train["batch_size"] / m["train_seconds"],
+        "train": m["steps"] * run.train.batch_size / m["train_seconds"],
         "eval": rows / m["eval_seconds"],
         "nice": m.get("worker_nice"),
         "threads": m.get("torch_threads"),

@@ -44,7 +44,7 @@ def main() -> None:
         path = root / f"calib{i}.yaml"
         path.write_text(yaml.safe_dump(raw))
         spec = load_spec(path)
-        runs += [(label, r) for r in plan_sweep(spec).gt if r.model["name"] == args.model]
+        runs += [(label, r) for r in plan_sweep(spec).gt if r.model.name == args.model]
     store = Store(str(root / "store"))
     t0 = time.time()
     execute(spec, Plan(gt=tuple(r for _, r in runs), transfer=()), store, printer=print)

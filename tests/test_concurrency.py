@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from w2sray.runs import Run
+from w2sray.settings import DataRef, ModelRef
+from w2sray.spec import Resources, TrainSettings
 from w2sray.sweep import concurrency
 
 
 def _run(workers: int, cpus: float = 1.0, gpus: float = 0.0) -> Run:
     return Run(
         kind="gt",
-        dataset={"name": "d"},
-        model={"name": "m"},
+        dataset=DataRef("d", {}, 8, 8, 8, 0),
+        model=ModelRef("m", "w2s-tiny-1"),
         loss="xent",
         loss_params={},
-        train={},
+        train=TrainSettings(),
         seed=0,
-        resources={"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus},
+        resources=Resources(workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus),
     )
 
 

@@ -117,7 +117,7 @@ def test_needs_of_a_worker_config_are_the_runs_needs():
     plan = plan_sweep(parse_spec(raw))
     probes = plan_sweep(spec_of(train={**RAW["train"], "probe": {"head": "logreg"}}))
     runs = [*plan.all_runs(), *probes.all_runs()]
-    assert any(r.model.get("pretrain") and r.upstream for r in runs)  # both kinds of input
+    assert any(r.model.pretrain and r.upstream for r in runs)  # both kinds of input
     assert any(r.features for r in runs)
     for run in runs:
         assert needs_of(run.to_config()) == list(run.needs)
@@ -125,7 +125,7 @@ def test_needs_of_a_worker_config_are_the_runs_needs():
 
 def test_est_cost_orders_runs_by_work():
     plan = quickstart_plan()
-    by = {(r.kind, r.model["name"]): est_cost(r) for r in plan.all_runs() if r.kind != "transfer"}
+    by = {(r.kind, r.model.name): est_cost(r) for r in plan.all_runs() if r.kind != "transfer"}
     assert by[("pretrain", "w2s-tiny-3")] > by[("pretrain", "w2s-tiny-1")]
     assert by[("pretrain", "w2s-tiny-1")] > by[("gt", "w2s-tiny-1")]  # 3000 steps x 32 vs 12k
 
@@ -218,7 +218,7 @@ def test_one_experiment_for_every_stage_and_a_failed_input_fails_its_readers(ray
     assert dataflow_ok(spec, plan.all_runs())
     lines: list[str] = []
     out = execute(spec, plan, Store(spec.storage), printer=lines.append)
-    (bad,) = [r.key for r in plan.gt if r.model["name"] == "broken"]
+    (bad,) = [r.key for r in plan.gt if r.model.name == "broken"]
     blocked = {r.key for r in plan.transfer if r.weak_model == "broken"}
     assert len(blocked) == 2
     assert set(out.failed) == {bad, *blocked}

@@ -89,9 +89,9 @@ def _fake_trial(config: dict, runs: dict, store_uri: str) -> dict:
         _worker_loop,
         train_loop_config={"key": key, "out": out, **stage},
         scaling_config=ScalingConfig(
-            num_workers=res["workers"],
-            use_gpu=res["gpus_per_worker"] > 0,
-            resources_per_worker={"CPU": res["cpus_per_worker"], "GPU": res["gpus_per_worker"]},
+            num_workers=res.workers,
+            use_gpu=res.gpus_per_worker > 0,
+            resources_per_worker={"CPU": res.cpus_per_worker, "GPU": res.gpus_per_worker},
         ),
         run_config=RunConfig(name=key, storage_path=os.path.join(out, "train")),
     ).fit()

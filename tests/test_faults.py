@@ -107,8 +107,8 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
     spec_path.write_text(yaml.safe_dump(raw))
     spec = load_spec(spec_path)
     plan = plan_sweep(spec)
-    first, target = [r for r in plan.gt if r.model["name"] == "a"]
-    assert (target.resources["workers"], target.resources["zero_stage"]) == (workers, 3)
+    first, target = [r for r in plan.gt if r.model.name == "a"]
+    assert (target.resources.workers, target.resources.zero_stage) == (workers, 3)
     (pack,) = make_packs([first, target], slots=1)
     assert pack == [first, target]
     store = Store(spec.storage)
@@ -185,7 +185,7 @@ def test_killed_lora_run_resumes_from_a_checkpoint_of_its_adapters(ray_cluster, 
     spec_path.write_text(yaml.safe_dump(raw))
     spec = load_spec(spec_path)
     target = plan_sweep(spec).gt[0]
-    assert target.model["name"] == "a"
+    assert target.model.name == "a"
     store = Store(spec.storage)
     train_dir = os.path.join(spec.storage, "ray", "train", pack_key([target]))
     found: dict = {}

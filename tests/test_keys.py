@@ -140,7 +140,7 @@ def places(raw: dict) -> dict[tuple, str]:
     out = {}
     for r in plan.all_runs():
         method = r.method if r.kind != "gt" else "gt"
-        place = (r.kind, r.dataset["name"], r.weak_model, r.model["name"], method, r.seed)
+        place = (r.kind, r.dataset.name, r.weak_model, r.model.name, method, r.seed)
         assert place not in out
         out[place] = r.key
     return out
@@ -248,7 +248,7 @@ def test_writing_a_default_gives_the_same_key(two_datasets):
 def test_runs_carry_resolved_settings_and_workers_get_them():
     plan = plan_sweep(parse_spec(mixed_raw_one_dataset(), "mem.yaml"))
     lc = next(r for r in plan.transfer if r.method == "logconf")
-    assert lc.dataset["params"] == dataset_defaults("synthetic")
+    assert lc.dataset.params == dataset_defaults("synthetic")
     assert lc.loss_params == {"alpha_max": 0.5}  # as written: the display label stays short
     assert lc.variant == "logconf(alpha_max=0.5)"
     config = lc.to_config()
@@ -328,8 +328,8 @@ def test_local_model_keyed_by_content_not_path(tmp_path, monkeypatch):
     make_model(a)
     before = local_places(a)
     plan = plan_sweep(parse_spec(local_raw(a), "mem.yaml"))
-    run = next(r for r in plan.gt if r.model["name"] == "local")
-    assert run.model["source"] == str(a) and os.path.isabs(run.model["source"])
+    run = next(r for r in plan.gt if r.model.name == "local")
+    assert run.model.source == str(a) and os.path.isabs(run.model.source)
     assert str(a) not in str(run.content()) and "source" not in run.content()["model"]
     # Moved (relative path from elsewhere): same key, and the run carries the new absolute path.
     b = tmp_path / "b" / "copy"
@@ -339,9 +339,9 @@ def test_local_model_keyed_by_content_not_path(tmp_path, monkeypatch):
     run_b = next(
         r
         for r in plan_sweep(parse_spec(local_raw("b/copy"), "m.yaml")).gt
-        if r.model["name"] == "local"
+        if r.model.name == "local"
     )
-    assert run_b.model["source"] == str(b)
+    assert run_b.model.source == str(b)
     # Files that are not hashed (README, hidden) change nothing; one weight byte does.
     (b / "README.md").write_text("other notes")
     (b / ".hidden").write_text("y")

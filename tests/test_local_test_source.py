@@ -160,7 +160,7 @@ def test_run_keys_follow_test_files_bytes_not_place(files, tmp_path):
         fh.write("1\tone more\n")
     assert not set(keys(params_for(files, test_path=moved))) & set(base)
     run = plan_sweep(parse_spec(spec_with(params_for(files)), "s.yaml")).gt[0]
-    assert len(run.dataset["test_sha256"]) == 1 and "test_path" not in run.content()["dataset"]
+    assert len(run.dataset.test_sha256) == 1 and "test_path" not in run.content()["dataset"]
 
 
 REPO = Path(__file__).resolve().parents[1]

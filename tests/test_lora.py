@@ -145,10 +145,10 @@ def test_run_keys_hold_the_resolved_lora_settings():
     assert not set(off) & set(keys({"r": 4}))
     raw = copy.deepcopy(BASE)
     del raw["train"]["lora"]
-    assert all("lora" not in r.train for r in plan_sweep(parse_spec(raw)).all_runs())
+    assert all("lora" not in r.train.as_dict() for r in plan_sweep(parse_spec(raw)).all_runs())
     (run,) = plan_sweep(parse_spec(BASE)).transfer
-    assert run.train["lora"] == resolved(written)
-    assert run.train["lora"]["target_modules"] == ["c_attn", "c_proj"]
+    assert run.train.lora == resolved(written)
+    assert run.train.lora["target_modules"] == ["c_attn", "c_proj"]
     # a family the spec cannot tell (a hub id outside the table) keeps "auto" for the worker
     assert resolved({}, None)["target_modules"] == "auto"
 
@@ -293,14 +293,14 @@ def test_zero3_two_worker_lora_run_and_its_adapter(ray_cluster, tmp_path):
     }
     raw["models"] = ["w2s-tiny-1", strong]
     spec = parse_spec(raw)
-    (run,) = [r for r in plan_sweep(spec).gt if r.model["name"] == "w2s-tiny-2"]
+    (run,) = [r for r in plan_sweep(spec).gt if r.model.name == "w2s-tiny-2"]
     store = Store(spec.storage)
     out = execute(spec, Plan(pretrain=(), gt=(run,), transfer=()), store)
     assert out.failed == {}, out.failed
 
     m = store.read_json(run.key, "metrics.json")
     assert m["workers"] == 2 and m["engine_zero_stage"] == 3 and m["steps"] == 4
-    assert m["lora"] == run.train["lora"] and m["lora"]["r"] == 4
+    assert m["lora"] == run.train.lora and m["lora"]["r"] == 4
     assert 0 < m["trainable_params"] < m["params"] / 10
     state = torch.load(io.BytesIO(store.read_bytes(run.key, ADAPTER)))
     assert sum(v.numel() for v in state.values()) == m["trainable_params"]
@@ -315,12 +315,12 @@ def test_zero3_two_worker_lora_run_and_its_adapter(ray_cluster, tmp_path):
     assert not any(k.endswith(("wte.weight", "c_attn.weight", "ln_f.weight")) for k in names)
 
     ds = run.dataset
-    splits = make_splits(ds["name"], ds["params"], ds["n_gt"], ds["n_weak"], ds["n_test"], 0)
+    splits = make_splits(ds.name, ds.params, ds.n_gt, ds.n_weak, ds.n_test, 0)
     loaded = load_model("w2s-tiny-2", seed=run.seed, corpus=splits.gt_texts)
-    apply_lora(loaded.backbone, run.train["lora"], "gpt2")
+    apply_lora(loaded.backbone, run.train.lora, "gpt2")
     model = W2SClassifier(loaded.backbone, loaded.pooling)
     load_trainable_state(model, state)
-    enc = Encoded(loaded.tokenizer, splits.test_texts, run.train["max_length"])
+    enc = Encoded(loaded.tokenizer, splits.test_texts, run.train.max_length)
     p1 = predict(model, enc, 64, 0, 1, torch.device("cpu"))
     stored = store.read_parquet(run.key, TEST_PREDICTIONS)["p1"].to_numpy()
     np.testing.assert_allclose(p1, stored, atol=1e-5)

@@ -103,13 +103,13 @@ def test_bootstrap_chains_every_pair_with_rungs_between_and_shares_prefixes():
     pairs = sorted((r["weak"], r["model"]) for r in results if r["seed"] == 0)
     assert pairs == [("1", "3"), ("1", "4"), ("2", "4")]
     by_key = {r.key: r for r in p.transfer}
-    gt = {(r.model["name"], r.seed): r.key for r in p.gt}
+    gt = {(r.model.name, r.seed): r.key for r in p.gt}
     final = next(r for r in results if (r["weak"], r["model"], r["seed"]) == ("1", "4", 0))
     run = by_key[final["key"]]
     assert run.depth == 3 and final["weak_key"] == gt[("1", 0)]
     mid = by_key[run.upstream[0]]
     first = by_key[mid.upstream[0]]
-    assert (mid.model["name"], first.model["name"]) == ("3", "2")
+    assert (mid.model.name, first.model.name) == ("3", "2")
     assert first.upstream == (gt[("1", 0)],)
     # 1->2 is planned but reported as nobody's result; 1->2->3 is also the chain 1->3's result
     steps = {r["key"] for r in p.manifest_rows() if r["role"] == "step" and r["seed"] == 0}
@@ -164,7 +164,7 @@ def test_search_plans_one_search_per_pair_and_seed():
     trial = s.trial_run({"alpha_max": 0.3, "lr": 2e-3})
     assert trial.kind == "search" and trial.val_frac == 0.2
     assert trial.loss_params == {"alpha_max": 0.3, "warmup_frac": 0.1}
-    assert trial.train["lr"] == 2e-3 and trial.upstream == s.base.upstream
+    assert trial.train.lr == 2e-3 and trial.upstream == s.base.upstream
     final = s.final_run({"alpha_max": 0.3, "lr": 2e-3})
     assert final.kind == "transfer" and final.val_frac == 0.0
     assert final.variant == "tpe[search:weak_val]" and final.key != trial.key

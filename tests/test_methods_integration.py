@@ -83,7 +83,7 @@ def test_runs_complete_with_their_layout(swept):
         m = store.read_json(run.key, "metrics.json")
         assert 0.0 <= m["acc"] <= 1.0 and m["n_test"] == 200
         assert m["steps"] == 256 // 16
-        assert (m["workers"], m["zero_stage"]) == layout[run.model["name"]]
+        assert (m["workers"], m["zero_stage"]) == layout[run.model.name]
         # every run publishes soft labels for split B (weak labels, or a chain step's labels)
         labels = store.read_parquet(run.key, WEAK_LABELS)
         assert len(labels) == 256 and labels["p1"].between(0, 1).all()
@@ -124,7 +124,7 @@ def test_pretraining_runs_once_and_every_run_of_the_model_starts_from_it(swept):
     assert m["lm_loss"] < m["lm_loss_start"]  # the LM learned something from the corpus
     folder = Path(store.local_folder(pre.key, "model"))
     assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
-    b_runs = [r for r in plan.gt + plan.transfer if r.model["name"] == "b"]
+    b_runs = [r for r in plan.gt + plan.transfer if r.model.name == "b"]
     assert len(b_runs) == 2  # b's GT run and xent a->b
     for run in b_runs:
         assert store.read_json(run.key, "config.json")["model"]["pretrain"] == pre.key
@@ -144,7 +144,7 @@ def test_bootstrapping_chains_through_the_intermediate_model(swept):
     store = Store(spec.storage)
     step = _run(plan, "xent", "a", "b")  # the chain's first step is the direct a->b run
     final = _run(plan, "boot", "a", "c")
-    gt_a = next(r for r in plan.gt if r.model["name"] == "a")
+    gt_a = next(r for r in plan.gt if r.model.name == "a")
     config = store.read_json(final["key"], "config.json")
     assert config["upstream"] == [step["key"]]  # trained on b's labels, not a's
     assert final["weak_key"] == gt_a.key  # and its PGR is measured against a

@@ -147,7 +147,7 @@ def test_mlm_pretraining_run_trains_and_the_model_starts_from_it(
     spec = parse_spec(raw)
     full = plan_sweep(spec)
     (pre,) = full.pretrain
-    (gt,) = [r for r in full.gt if r.model["name"] == "enc"]
+    (gt,) = [r for r in full.gt if r.model.name == "enc"]
     plan = Plan(pretrain=(pre,), gt=(gt,), transfer=())  # the pretrained model's runs only
     store = Store(spec.storage)
     out = execute(spec, plan, store, printer=print)

@@ -101,7 +101,7 @@ def test_packed_runs_match_runs_trained_alone(ray_cluster, tmp_path):
         gt = Plan(pretrain=(), gt=plan.gt, transfer=())
         stores[name] = Store(spec.storage)
         outs[name] = execute(spec, gt, stores[name], printer=print)
-    (bad,) = [r.key for r in plan.gt if r.model["name"] == "broken"]
+    (bad,) = [r.key for r in plan.gt if r.model.name == "broken"]
     good = sorted(r.key for r in plan.gt if r.key != bad)
     for out in outs.values():
         assert sorted(out.done) == good and list(out.failed) == [bad]

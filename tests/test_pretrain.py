@@ -86,18 +86,18 @@ def test_bad_recipe_exits_2_and_creates_no_store(tmp_path, capsys):
 def test_plan_has_a_pretraining_stage_feeding_every_run_of_the_model():
     plan = plan_sweep(parse_spec(RAW))
     assert [name for name, _ in plan.stages][:2] == ["pretrain", "gt"]
-    pre = {r.model["name"]: r for r in plan.pretrain}
+    pre = {r.model.name: r for r in plan.pretrain}
     assert set(pre) == {"small", "big"}
-    assert pre["small"].train["steps"] == 10 and pre["big"].train["steps"] == 20
+    assert pre["small"].train.steps == 10 and pre["big"].train.steps == 20
     for run in plan.gt + plan.transfer:
-        want = pre[run.model["name"]].key if run.model["name"] in pre else None
-        assert run.model.get("pretrain") == want
+        want = pre[run.model.name].key if run.model.name in pre else None
+        assert run.model.pretrain == want
         assert run.needs == tuple(run.upstream) + ((want,) if want else ())
 
 
 def test_keys_follow_the_recipe_and_nothing_else():
     base = plan_sweep(parse_spec(RAW))
-    keys = {(r.kind, r.model["name"], r.weak_model): r.key for r in base.all_runs()}
+    keys = {(r.kind, r.model.name, r.weak_model): r.key for r in base.all_runs()}
     more = plan_sweep(spec_with(m0={"pretrain": {**RECIPE, "steps": 11}}))
     changed = {
         k for k, key in keys.items() if key not in {r.key for r in more.all_runs()}
@@ -153,13 +153,13 @@ def test_a_dataset_corpus_draws_its_own_documents():
 def test_a_failed_pretraining_run_blocks_only_the_runs_that_need_it(tmp_path):
     plan = plan_sweep(parse_spec(RAW))
     store = Store(str(tmp_path / "store"))
-    small = next(r for r in plan.pretrain if r.model["name"] == "small")
-    big = next(r for r in plan.pretrain if r.model["name"] == "big")
+    small = next(r for r in plan.pretrain if r.model.name == "small")
+    big = next(r for r in plan.pretrain if r.model.name == "big")
     store.write_run(big.key, {"metrics.json": b"{}"})
     out = Outcome(failed={small.key: "boom"})
     todo = _runnable(plan.gt, store, out)
-    assert {r.model["name"] for r in todo} == {"plain", "big"}
-    blocked = [r for r in plan.gt if r.model["name"] == "small"]
+    assert {r.model.name for r in todo} == {"plain", "big"}
+    blocked = [r for r in plan.gt if r.model.name == "small"]
     assert out.failed[blocked[0].key] == f"pretraining run {small.key} has no result"
     assert store.read_failure(blocked[0].key)["error"].startswith("pretraining run")
 
@@ -184,7 +184,7 @@ def test_a_failed_pretraining_run_is_in_the_report_failures(tmp_path):
     plan = plan_sweep(spec)
     store = Store(str(tmp_path / "store"))
     store.write_manifest(spec.name, manifest(spec, plan))
-    small = next(r for r in plan.pretrain if r.model["name"] == "small")
+    small = next(r for r in plan.pretrain if r.model.name == "small")
     store.record_failure(small.key, _failure(small, RuntimeError("corpus went missing")))
     failures = collect(store).failures
     row = failures[failures["run_key"] == small.key].iloc[0]

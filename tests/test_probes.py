@@ -57,9 +57,9 @@ def test_one_features_run_per_model_and_dataset_whatever_the_seeds_and_methods()
     more = _plan(raw)
     assert len(more.gt) == 6 and len(more.transfer) == 6
     assert [r.key for r in more.features] == [r.key for r in plan.features]
-    by_model = {r.model["name"]: r.key for r in plan.features}
+    by_model = {r.model.name: r.key for r in plan.features}
     for run in [*more.gt, *more.transfer]:
-        assert run.features == by_model[run.model["name"]]
+        assert run.features == by_model[run.model.name]
         assert run.features in run.needs
 
 
@@ -92,7 +92,7 @@ def test_features_and_probe_keys_ignore_fine_tuning_settings():
     other = _plan(_raw(lr=0.5, epochs=7.0, weight_decay=0.1, grad_clip=3.0))
     assert [r.key for r in other.all_runs()] == [r.key for r in plan.all_runs()]
     gt = plan.gt[0]
-    assert gt.train == {
+    assert gt.train.as_dict() == {
         "probe": {
             "head": "linear",
             "epochs": 2.0,
@@ -103,13 +103,13 @@ def test_features_and_probe_keys_ignore_fine_tuning_settings():
         "max_length": 16,
         "dtype": "auto",
     }
-    assert gt.resources["workers"] == 1 and gt.resources["gpus_per_worker"] == 0
+    assert gt.resources.workers == 1 and gt.resources.gpus_per_worker == 0
     # the probe's own settings are part of the key: a written default is the same run
     same = _plan(_raw(probe={"head": "linear", "epochs": 2, "lr": 0.03, "batch_size": 16}))
     assert [r.key for r in same.gt] == [r.key for r in plan.gt]
     changed = _plan(_raw(probe={"head": "linear", "epochs": 3}))
     assert [r.key for r in changed.gt] != [r.key for r in plan.gt]
-    assert _plan(_raw(probe={})).gt[0].train["probe"] == {
+    assert _plan(_raw(probe={})).gt[0].train.as_dict()["probe"] == {
         "head": "logreg", "epochs": 100.0, "lr": 1.0, "weight_decay": 1e-4, "batch_size": None
     }  # fmt: skip
 
@@ -120,12 +120,12 @@ def test_a_probe_weak_model_leaves_the_fine_tuned_students_gt_key_alone():
     tuned = _plan(raw)
     raw["models"] = [{"name": "w2s-tiny-1", "train": {"probe": {"head": "logreg"}}}, "w2s-tiny-2"]
     mixed = _plan(raw)
-    assert len(mixed.features) == 1 and mixed.features[0].model["name"] == "w2s-tiny-1"
-    gt = {r.model["name"]: r for r in mixed.gt}
-    assert gt["w2s-tiny-2"].key == [r for r in tuned.gt if r.model["name"] == "w2s-tiny-2"][0].key
-    assert gt["w2s-tiny-1"].train["probe"]["head"] == "logreg"
+    assert len(mixed.features) == 1 and mixed.features[0].model.name == "w2s-tiny-1"
+    gt = {r.model.name: r for r in mixed.gt}
+    assert gt["w2s-tiny-2"].key == [r for r in tuned.gt if r.model.name == "w2s-tiny-2"][0].key
+    assert gt["w2s-tiny-1"].probe.head == "logreg"
     (transfer,) = mixed.transfer  # fine-tuned student on the probe's weak labels
-    assert transfer.upstream == (gt["w2s-tiny-1"].key,) and "probe" not in transfer.train
+    assert transfer.upstream == (gt["w2s-tiny-1"].key,) and transfer.probe is None
 
 
 def test_packing_puts_probes_in_one_pack_and_packs_features_runs():
@@ -269,7 +269,7 @@ def test_probe_runs_read_features_only_and_gt_weak_labels_feed_the_transfer(tmp_
     assert set(feats) == set(FEATURE_ARRAYS) and feats["gt"].dtype == np.float32
     # the features are the classifier's pooled backbone output (seed 0's random tiny-1)
     ds = plan.features[0].dataset
-    splits = make_splits(ds["name"], ds["params"], 64, 64, 64, 0)
+    splits = make_splits(ds.name, ds.params, 64, 64, 64, 0)
     loaded = load_model("w2s-tiny-1", seed=0, corpus=splits.gt_texts)
     model = W2SClassifier(loaded.backbone, loaded.pooling).eval()
     enc = Encoded(loaded.tokenizer, splits.test_texts[:5], 16)
@@ -283,7 +283,7 @@ def test_probe_runs_read_features_only_and_gt_weak_labels_feed_the_transfer(tmp_
 
     monkeypatch.setattr(w2sray.models.registry, "load_model", never)
     monkeypatch.setattr(w2sray.models, "load_model", never)
-    gt = {r.model["name"]: r for r in plan.gt}
+    gt = {r.model.name: r for r in plan.gt}
     for run in plan.gt:
         files, metrics = fit_probe(run.to_config(), store)
         store.write_run(run.key, files)
@@ -335,7 +335,7 @@ def test_probe_sweep_through_ray_reuses_features_across_methods_and_reruns(ray_c
     assert sorted(out.done) == sorted(r.key for r in first.all_runs())
     for run in plan.features:
         m = store.read_json(run.key, METRICS)
-        assert m["feature_dim"] == {"w2s-tiny-1": 16, "w2s-tiny-2": 48}[run.model["name"]]
+        assert m["feature_dim"] == {"w2s-tiny-1": 16, "w2s-tiny-2": 48}[run.model.name]
         assert m["examples"] == {"gt": 64, "weak": 64, "test": 64}
 
     out = execute(spec, plan, store, printer=lambda s: None)

@@ -12,7 +12,7 @@ import torch
 from transformers import GPT2Config, GPT2Model
 
 from w2sray.models import load_model
-from w2sray.models.revisions import model_revision, resolve_revision
+from w2sray.models.revisions import resolve_revision
 from w2sray.runs import plan_sweep
 from w2sray.spec import parse_spec
 
@@ -61,7 +61,7 @@ def _raw(revision: str | None = None) -> dict:
 
 
 def _hub_gt(raw: dict):
-    return next(r for r in plan_sweep(parse_spec(raw)).gt if r.model["name"] == "hub")
+    return next(r for r in plan_sweep(parse_spec(raw)).gt if r.model.name == "hub")
 
 
 def test_resolves_a_branch_from_the_cache_and_keeps_a_pinned_commit(hub_cache):
@@ -83,16 +83,16 @@ def test_resolves_a_branch_from_the_cache_and_keeps_a_pinned_commit(hub_cache):
 def test_new_weights_on_main_change_the_key_and_workers_load_the_planned_commit(hub_cache):
     _snapshot(hub_cache, SHA_A, seed=0)
     before = _hub_gt(_raw())
-    assert before.model["commit"] == SHA_A
+    assert before.model.commit == SHA_A
     # The same commit named by its sha is the same run: the key follows the weights.
     assert _hub_gt(_raw(SHA_A)).key == before.key
     # main moves to new weights: a new key (the old results are not reused for them)
     _snapshot(hub_cache, SHA_B, seed=1)
     after = _hub_gt(_raw())
-    assert after.model["commit"] == SHA_B and after.key != before.key
+    assert after.model.commit == SHA_B and after.key != before.key
     # What a worker loads is the planned commit, whatever main points at by then.
-    a = load_model(REPO, seed=0, revision=model_revision(before.model)).backbone
-    b = load_model(REPO, seed=0, revision=model_revision(after.model)).backbone
+    a = load_model(REPO, seed=0, revision=before.model.load_revision).backbone
+    b = load_model(REPO, seed=0, revision=after.model.load_revision).backbone
     w_a, w_b = a.wte.weight, b.wte.weight
     assert not torch.equal(w_a, w_b)
     ref = GPT2Model.from_pretrained(
@@ -103,7 +103,7 @@ def test_new_weights_on_main_change_the_key_and_workers_load_the_planned_commit(
 
 def test_an_unresolvable_revision_is_keyed_by_name_and_reported(hub_cache, capsys):
     run = _hub_gt(_raw())  # nothing cached, hub offline
-    assert "commit" not in run.model
+    assert run.model.commit is None
     assert _hub_gt(_raw()).key == run.key
     from w2sray.runs import unpinned_sources
 
@@ -119,9 +119,9 @@ def test_builtin_and_local_models_are_not_resolved(hub_cache, tmp_path):
     os.symlink(snap, folder)
     raw["models"] = ["w2s-tiny-1", {"name": "hub", "source": str(folder)}]
     run = _hub_gt(raw)
-    assert "commit" not in run.model and "sha256" in run.model
-    tiny = next(r for r in plan_sweep(parse_spec(raw)).gt if r.model["name"] == "w2s-tiny-1")
-    assert "commit" not in tiny.model
+    assert run.model.commit is None and run.model.sha256
+    tiny = next(r for r in plan_sweep(parse_spec(raw)).gt if r.model.name == "w2s-tiny-1")
+    assert tiny.model.commit is None
 
 
 def test_plan_warns_about_an_unresolved_hub_model(hub_cache, tmp_path, capsys):
@@ -175,12 +175,12 @@ def test_a_hub_dataset_is_keyed_by_the_commit_its_revision_points_at(hub_cache):
     from w2sray.runs import unpinned_sources
 
     unresolved = _ds_gt(_ds_raw())
-    assert "commit" not in unresolved.dataset
+    assert unresolved.dataset.commit is None
     lines = unpinned_sources(plan_sweep(parse_spec(_ds_raw())))
     assert [line.startswith(f"dataset sst2 ({DS_REPO}, revision main)") for line in lines] == [True]
     _ds_ref(hub_cache, SHA_A)
     at_a = _ds_gt(_ds_raw())
-    assert at_a.dataset["commit"] == SHA_A and at_a.key != unresolved.key
+    assert at_a.dataset.commit == SHA_A and at_a.key != unresolved.key
     assert not unpinned_sources(plan_sweep(parse_spec(_ds_raw())))
     # the same rows however the spec names them: main, or the commit itself
     assert _ds_gt(_ds_raw("main")).key == at_a.key
@@ -194,7 +194,6 @@ def test_workers_load_the_planned_commit_of_a_hub_dataset_and_corpus(hub_cache, 
     from w2sray.data import hub as hub_mod
     from w2sray.data import run_splits
     from w2sray.data.corpus import load_corpus
-    from w2sray.settings import CorpusRef, DataRef
 
     asked: list[tuple[str, str | None]] = []
 
@@ -205,10 +204,10 @@ def test_workers_load_the_planned_commit_of_a_hub_dataset_and_corpus(hub_cache, 
     monkeypatch.setattr(hub_mod, "load_hub_rows", fake)
     _ds_ref(hub_cache, SHA_A)
     plan = plan_sweep(parse_spec(_ds_raw(corpus=True)))
-    run_splits(DataRef.from_dict(plan.gt[0].dataset))
+    run_splits(plan.gt[0].dataset)
     assert asked and all(rev == SHA_A for _, rev in asked)
     (pre,) = plan.pretrain
-    assert pre.dataset["commit"] == SHA_A
+    assert pre.dataset.commit == SHA_A
     asked.clear()
-    assert len(load_corpus(CorpusRef.from_dict(pre.dataset))) == 16
+    assert len(load_corpus(pre.dataset)) == 16
     assert asked == [("train", SHA_A)]

@@ -13,7 +13,7 @@ import yaml
 from w2sray import runs as runs_mod
 from w2sray.data import DATASETS, DatasetEntry
 from w2sray.runs import RESULT_VERSION, Run, manifest, plan_sweep
-from w2sray.spec import parse_spec
+from w2sray.spec import Resources, parse_spec
 
 LADDER = ["w2s-tiny-1", "w2s-tiny-2", "w2s-tiny-3"]
 
@@ -53,13 +53,13 @@ def keyed(raw: dict) -> dict[tuple, str]:
     method_idx = {m.name: i for i, m in enumerate(spec.methods)}
     out = {}
     for r in plan.gt:
-        out[("gt", r.dataset["name"], rung[r.model["name"]], r.seed)] = r.key
+        out[("gt", r.dataset.name, rung[r.model.name], r.seed)] = r.key
     for r in plan.transfer:
         place = (
             "transfer",
-            r.dataset["name"],
+            r.dataset.name,
             rung[r.weak_model],
-            rung[r.model["name"]],
+            rung[r.model.name],
             method_idx[r.method],
             json.dumps(r.loss_params, sort_keys=True),
             r.seed,
@@ -103,11 +103,11 @@ def test_key_is_pure_function_of_content(monkeypatch):
         # Same content, different non-content fields -> same key.
         other = replace(
             r,
-            model={**r.model, "name": "renamed"},
+            model=replace(r.model, name="renamed"),
             method="renamed",
             weak_model="someone",
             ceiling_key="gt-whatever",
-            resources={"workers": 8, "zero_stage": 3},
+            resources=Resources(workers=8, zero_stage=3),
         )
         assert other.key == r.key
         # A fresh Run built from copies of the fields has the same key.
@@ -326,17 +326,17 @@ def test_dtype_auto_on_gpu_keys_pretraining_and_features_runs_too():
     cpu, gpu = plan_of(raw), plan_of(gpu_raw)
     assert cpu.pretrain[0].key != gpu.pretrain[0].key
     assert cpu.features[0].key != gpu.features[0].key
-    assert {r.resources["gpus_per_worker"] for r in gpu.gt if r.features} == {0.0}
+    assert {r.resources.gpus_per_worker for r in gpu.gt if r.features} == {0.0}
 
 
 def test_resources_still_carried_on_run():
     raw = base_raw()
     raw["models"][1]["resources"] = {"workers": 4, "zero_stage": 2}
     plan = plan_of(raw)
-    by_model = {r.model["name"]: r for r in plan.gt}
-    assert by_model["w2s-tiny-2"].resources["workers"] == 4
-    assert by_model["w2s-tiny-2"].resources["zero_stage"] == 2
-    assert by_model["w2s-tiny-1"].resources["workers"] == 1
+    by_model = {r.model.name: r for r in plan.gt}
+    assert by_model["w2s-tiny-2"].resources.workers == 4
+    assert by_model["w2s-tiny-2"].resources.zero_stage == 2
+    assert by_model["w2s-tiny-1"].resources.workers == 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -389,14 +389,14 @@ def test_transfers_point_at_weak_and_ceiling_and_follow_ladder(second_dataset):
     spec = parse_spec(raw, "mem.yaml")
     plan = plan_sweep(spec)
     order = [m.name for m in spec.models]
-    gt = {(r.dataset["name"], r.model["name"], r.seed): r for r in plan.gt}
+    gt = {(r.dataset.name, r.model.name, r.seed): r for r in plan.gt}
     assert len(gt) == len(plan.gt)
     seen_pairs = set()
     for r in plan.transfer:
-        weak, strong = r.weak_model, r.model["name"]
+        weak, strong = r.weak_model, r.model.name
         assert order.index(weak) < order.index(strong)
-        weak_gt = gt[(r.dataset["name"], weak, r.seed)]
-        ceiling = gt[(r.dataset["name"], strong, r.seed)]
+        weak_gt = gt[(r.dataset.name, weak, r.seed)]
+        ceiling = gt[(r.dataset.name, strong, r.seed)]
         assert r.upstream == (weak_gt.key,)
         assert r.ceiling_key == ceiling.key
         assert r.model == ceiling.model and r.train == ceiling.train
@@ -433,7 +433,7 @@ def test_numbers_written_differently_give_the_same_key():
     b["methods"][0]["params"]["alpha_max"] = 1.0
     assert keyed(a) == keyed(b)
     run = plan_of(a).transfer[0]
-    assert run.train["lr"] == 0.001 and isinstance(run.train["epochs"], float)
+    assert run.train.lr == 0.001 and isinstance(run.train.epochs, float)
     assert run.loss_params == {"alpha_max": 1.0}
 
 
@@ -454,7 +454,7 @@ def test_local_file_keyed_by_content_not_location(tmp_path, monkeypatch):
         return r
 
     run_a = plan_of(raw("a/d.jsonl")).gt[0]
-    assert run_a.dataset["params"]["path"] == str(tmp_path / "a" / "d.jsonl")
+    assert run_a.dataset.params["path"] == str(tmp_path / "a" / "d.jsonl")
     assert plan_of(raw("b/d.jsonl")).gt[0].key == run_a.key  # moved: same content, same key
     (tmp_path / "b" / "d.jsonl").write_text(rows.replace('"t3"', '"changed"'))
     assert plan_of(raw("b/d.jsonl")).gt[0].key != run_a.key  # edited: retrain

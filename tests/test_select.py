@@ -112,7 +112,7 @@ def test_select_refuses_restarts_and_keys_its_resolved_settings():
     off = [r.key for r in plan_sweep(parse_spec(raw)).all_runs()]
     assert not set(off) & set(keys(written))
     (run,) = [r for r in plan_sweep(parse_spec(BASE)).transfer]
-    assert run.train["select"] == written
+    assert run.train.select == written
 
 
 def test_selection_reads_neither_test_labels_nor_split_b_ground_truth(ray_cluster, tmp_path):
@@ -140,7 +140,7 @@ def test_selection_reads_neither_test_labels_nor_split_b_ground_truth(ray_cluste
         raw["storage"] = str(tmp_path / name)
         spec = parse_spec(raw)
         plan = plan_sweep(spec)
-        (weak_gt,) = [r for r in plan.gt if r.model["name"] == "w2s-tiny-1"]
+        (weak_gt,) = [r for r in plan.gt if r.model.name == "w2s-tiny-1"]
         (transfer,) = plan.transfer
         store = Store(spec.storage)
         out = execute(spec, Plan(pretrain=(), gt=(weak_gt,), transfer=(transfer,)), store)

@@ -3,11 +3,16 @@ exactly what its key hashed, for every kind of run a plan makes."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from w2sray.runs import plan_sweep
-from w2sray.settings import FeatureSettings, ModelRef, PretrainSettings, ProbeSettings
-from w2sray.spec import parse_spec
+from w2sray.settings import (
+    CorpusRef,
+    FeatureSettings,
+    ModelRef,
+    PretrainSettings,
+    ProbeSettings,
+    ProbeTrain,
+)
+from w2sray.spec import Resources, TrainSettings, parse_spec
 
 PRE = {"corpus": {"dataset": "synthetic", "n": 64, "seed": 1}, "steps": 5}
 RAW = {
@@ -25,24 +30,31 @@ RAW = {
 
 
 def test_workers_read_back_what_the_key_hashed():
+    """Every kind of run: its config.json (what a worker gets) parses back into the very
+    settings the run holds, and its key hashed their ``as_dict``."""
     plan = plan_sweep(parse_spec(RAW))
     runs = plan.all_runs()
     assert {r.kind for r in runs} == {"pretrain", "features", "gt", "transfer"}
     for run in runs:
         cfg = run.to_config()
-        model = ModelRef.from_dict(cfg["model"])
-        assert model.as_dict() == run.model == cfg["content"]["model"] | {"name": run.model["name"]}
+        assert ModelRef.from_dict(cfg["model"]) == run.model
+        assert type(run.dataset).from_dict(cfg["dataset"]) == run.dataset
+        assert type(run.train).from_dict(cfg["train"]) == run.train
+        assert Resources(**cfg["resources"]) == run.resources
+        content = cfg["content"]
+        assert content["train"] == run.train.as_dict() == cfg["train"]
+        assert content["model"] == {k: v for k, v in cfg["model"].items() if k != "name"}
     (pre,) = plan.pretrain
-    assert ModelRef.from_dict(pre.model).pooling is None and "pooling" not in pre.model
-    settings = PretrainSettings.from_dict(pre.to_config()["train"])
-    assert settings.as_dict() == pre.train and settings.steps == 5 and pre.loss == "clm"
+    assert isinstance(pre.train, PretrainSettings) and isinstance(pre.dataset, CorpusRef)
+    assert pre.model.pooling is None and "pooling" not in pre.to_config()["model"]
+    assert pre.train.steps == 5 and pre.loss == "clm"
     (feat,) = plan.features
-    assert FeatureSettings.from_dict(feat.train).as_dict() == feat.train
+    assert isinstance(feat.train, FeatureSettings)
     probes = [r for r in runs if r.features]
-    assert probes and all(
-        asdict(ProbeSettings.from_dict(r.train["probe"])) == r.train["probe"] for r in probes
-    )
-    assert ProbeSettings.from_dict(probes[0].train["probe"]).batch_size == 32  # the run's
+    assert probes and all(isinstance(r.train, ProbeTrain) for r in probes)
+    assert probes[0].probe == ProbeSettings("linear", 10.0, 3e-2, 0.0, 32)  # the run's batch
+    tuned = [r for r in runs if r.kind in ("gt", "transfer") and not r.features]
+    assert tuned and all(isinstance(r.train, TrainSettings) for r in tuned)
 
 
 def test_a_config_with_fields_a_worker_does_not_know_still_loads():
@@ -55,7 +67,7 @@ def test_a_config_with_fields_a_worker_does_not_know_still_loads():
 def test_datasets_and_corpora_round_trip_through_their_types(tmp_path):
     """A local file with test files (keyed by sha256s) and a file corpus: the optional fields
     a run has are kept, the ones it has not stay absent."""
-    from w2sray.settings import CorpusRef, DataRef
+    from w2sray.settings import DataRef
 
     rows = "\n".join(f"sentence {i}\t{i % 2}" for i in range(80))
     (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + rows + "\n")
@@ -77,10 +89,12 @@ def test_datasets_and_corpora_round_trip_through_their_types(tmp_path):
     }
     plan = plan_sweep(parse_spec(raw))
     (pre,) = plan.pretrain
-    corpus = CorpusRef.from_dict(pre.dataset)
-    assert corpus.as_dict() == pre.dataset and corpus.seed is None and corpus.sha256
+    corpus = pre.dataset
+    assert CorpusRef.from_dict(corpus.as_dict()) == corpus
+    assert corpus.seed is None and corpus.sha256 and "seed" not in corpus.as_dict()
     for run in plan.gt + plan.transfer:
-        data = DataRef.from_dict(run.dataset)
-        assert data.as_dict() == run.dataset and data.sha256 and len(data.test_sha256) == 1
+        data = run.dataset
+        assert DataRef.from_dict(data.as_dict()) == data
+        assert data.sha256 and len(data.test_sha256) == 1
     plain = plan_sweep(parse_spec(RAW)).gt[0].dataset
-    assert DataRef.from_dict(plain).as_dict() == plain and "sha256" not in plain
+    assert plain.sha256 is None and "sha256" not in plain.as_dict()

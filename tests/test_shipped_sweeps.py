@@ -34,11 +34,11 @@ def test_lora_variant_is_sst2_encoders_with_adapters():
     full = plan_sweep(load_spec(REPO / "sweeps" / "sst2_encoders.yaml"))
     lora = plan_sweep(load_spec(REPO / "sweeps" / "sst2_encoders_lora.yaml"))
     runs = [*lora.gt, *lora.transfer]
-    assert all(r.train["lora"]["r"] == 8 for r in runs)
-    assert not any("lora" in r.train for r in [*full.gt, *full.transfer])
+    assert all(r.train.lora["r"] == 8 for r in runs)
+    assert not any(r.train.lora for r in [*full.gt, *full.transfer])
     # the same data, ladder and pairs; other runs (other keys)
     assert [r.dataset for r in lora.gt] == [r.dataset for r in full.gt]
-    assert [r.model["name"] for r in lora.gt] == [r.model["name"] for r in full.gt]
+    assert [r.model.name for r in lora.gt] == [r.model.name for r in full.gt]
     assert {r.key for r in runs}.isdisjoint({r.key for r in [*full.gt, *full.transfer]})
 
 
@@ -46,4 +46,4 @@ def test_probe_sweep_trains_heads_on_cached_features():
     plan = plan_sweep(load_spec(REPO / "sweeps" / "probes.yaml"))
     assert len(plan.features) == 3  # one per model and dataset
     runs = [*plan.gt, *plan.transfer]
-    assert all(r.train.get("probe") and r.features in {f.key for f in plan.features} for r in runs)
+    assert all(r.probe and r.features in {f.key for f in plan.features} for r in runs)

@@ -79,8 +79,8 @@ def test_failing_run_is_recorded_and_others_finish(ray_cluster, tmp_path, capsys
     plan = plan_sweep(spec)
     outcome = execute(spec, plan, Store(spec.storage), printer=lambda s: None)
     store = Store(spec.storage)
-    strong_gt = next(r for r in plan.gt if r.model["name"] == "strong")
-    broken_gt = next(r for r in plan.gt if r.model["name"] == "broken")
+    strong_gt = next(r for r in plan.gt if r.model.name == "strong")
+    broken_gt = next(r for r in plan.gt if r.model.name == "broken")
     transfer = plan.transfer[0]
     assert outcome.done == [strong_gt.key] and store.is_complete(strong_gt.key)
     m = store.read_json(strong_gt.key, "metrics.json")

@@ -156,15 +156,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
             counts[status] += 1
             note = " (failed before)" if status == "todo" and r.key in failed else ""
             res = r.resources
-            how = (
-                f"probe:{r.train['probe']['head']}"
-                if r.train.get("probe")
-                else f"zero{res['zero_stage']}"
-            )
+            how = f"probe:{r.probe.head}" if r.probe is not None else f"zero{res.zero_stage}"
             print(
-                f"{stage:9} {r.key:27} {r.dataset['name']:10} {r.weak_model or '-':12} "
-                f"{r.model['name']:12} {r.variant:34} {r.seed:4} {status}{note}"
-                f"  [{res['workers']}w {how}]"
+                f"{stage:9} {r.key:27} {r.dataset.name:10} {r.weak_model or '-':12} "
+                f"{r.model.name:12} {r.variant:34} {r.seed:4} {status}{note}"
+                f"  [{res.workers}w {how}]"
             )
     n_gt = len(plan.gt)
     pre = f"{len(plan.pretrain)} pretraining, " if plan.pretrain else ""
@@ -179,7 +175,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         b, record = search.base, store.read_search(search.key)
         state = f"done, chose {record['best']}" if record else "todo"
         print(
-            f"search {search.key}: {b.method} {b.weak_model}->{b.model['name']} seed {b.seed}: "
+            f"search {search.key}: {b.method} {b.weak_model}->{b.model.name} seed {b.seed}: "
             f"{search.num_samples} TPE trials on {search.metric} over {sorted(search.space)}, "
             f"then the best trained on all of split B: {state}"
         )

@@ -31,6 +31,7 @@ from typing import Any
 from w2sray.claims import TTL_S, is_live
 from w2sray.packing import model_params
 from w2sray.runs import Run
+from w2sray.settings import PretrainSettings
 from w2sray.store import Store
 
 # How long a run waits for an input that is neither done, failed, nor claimed by anyone (its
@@ -46,17 +47,17 @@ WAITING, READY, FAILED, DEFERRED = 0, 1, 2, 3
 def est_cost(run: Run) -> float:
     """A run's relative cost for scheduling: parameters x token positions it trains on, plus a
     third of that per position it only predicts (evaluation, features, weak labels)."""
-    if run.train.get("probe"):
+    if run.probe is not None:
         return 1e6  # a head on cached features: about a second whatever the backbone
     params = float(model_params(run.model) or UNKNOWN_PARAMS)
-    length = float(run.train.get("max_length", 128))
-    d = run.dataset
-    if run.kind == "pretrain":
-        return params * length * run.train.get("steps", 0) * run.train.get("batch_size", 1)
+    t, d = run.train, run.dataset
+    length = float(t.max_length)
+    if isinstance(t, PretrainSettings):
+        return params * length * t.steps * t.batch_size
     if run.kind == "features":
-        return params * length * (d.get("n_gt", 0) + d.get("n_weak", 0) + d.get("n_test", 0)) / 3
-    epochs = float(run.train.get("epochs", 1))
-    n_gt, n_weak, n_test = (d.get(k, 0) for k in ("n_gt", "n_weak", "n_test"))
+        return params * length * (d.n_gt + d.n_weak + d.n_test) / 3
+    epochs = float(getattr(t, "epochs", 1))
+    n_gt, n_weak, n_test = d.n_gt, d.n_weak, d.n_test
     if run.kind == "gt":  # trains on split A, predicts split B (weak labels) and test
         return params * length * (n_gt * epochs + (n_weak + n_test) / 3)
     return params * length * (n_weak * epochs + n_test / 3)

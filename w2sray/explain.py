@@ -62,7 +62,7 @@ def explain(run: Any, store: Store) -> list[str]:
     """Lines saying what ``run`` (a runs.Run) is keyed by, whether it is stored, and if not,
     how the closest stored run of its kind differs."""
     content = run.content()
-    lines = [f"run {run.key} ({run.kind}, {run.model['name']}, {run.variant}, seed {run.seed})"]
+    lines = [f"run {run.key} ({run.kind}, {run.model.name}, {run.variant}, seed {run.seed})"]
     lines.append("its key hashes:")
     lines += ["  " + ln for ln in json.dumps(content, indent=2, sort_keys=True).splitlines()]
     if store.is_complete(run.key):

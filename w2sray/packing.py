@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
-from typing import Any
 
 from w2sray.runs import Run
+from w2sray.settings import ModelRef
+from w2sray.spec import Resources
 
 MAX_RUNS = 4
 MAX_COST = 1e11  # e.g. a 17M-parameter encoder on 3,000 examples for 2 epochs is 1e11
@@ -34,10 +34,10 @@ DEFAULTS = {"max_runs": MAX_RUNS, "max_cost": MAX_COST, "dataflow": True}
 PROBE_PACK_RUNS = 64  # probe runs (train.probe) per pack, when packing is on (max_runs > 1)
 
 
-def model_params(model: dict[str, Any]) -> int | None:
+def model_params(model: ModelRef) -> int | None:
     """The parameter count of a run's model: built-in by formula, else the defaults table, else
     counted from a local folder's config.json; None when unknown."""
-    return _params(model.get("source", ""), bool(model.get("trust_remote_code")))
+    return _params(model.source, model.trust_remote_code)
 
 
 @functools.lru_cache(maxsize=256)
@@ -55,16 +55,16 @@ def run_cost(run: Run) -> float | None:
     """Parameters x training examples x epochs (None: model size unknown). A features run:
     a forward pass (a third of a training step) over its three splits. A probe run: 0, a head
     on cached features is cheap whatever the backbone."""
-    if run.train.get("probe"):
+    if run.probe is not None:
         return 0.0
     params = model_params(run.model)
     if params is None:
         return None
+    d = run.dataset  # gt, transfer and features runs: a labelled dataset (DataRef)
     if run.kind == "features":
-        d = run.dataset
-        return float(params) * (d.get("n_gt", 0) + d.get("n_weak", 0) + d.get("n_test", 0)) / 3
-    examples = run.dataset.get("n_gt" if run.kind == "gt" else "n_weak", 0)
-    return float(params) * examples * float(run.train.get("epochs", 1))
+        return float(params) * (d.n_gt + d.n_weak + d.n_test) / 3
+    examples = d.n_gt if run.kind == "gt" else d.n_weak
+    return float(params) * examples * float(getattr(run.train, "epochs", 1))
 
 
 def packable(run: Run, max_cost: float) -> bool:
@@ -81,13 +81,13 @@ def make_packs(
     others alone. Pack size: at most ``max_runs``, and small enough that there are at least
     ``slots`` trials while there are that many runs (packing never idles a slot)."""
     singles: list[list[Run]] = []
-    groups: dict[str, list[Run]] = {}
-    probes: dict[str, list[Run]] = {}
+    groups: dict[Resources, list[Run]] = {}
+    probes: dict[Resources, list[Run]] = {}
     for run in runs:
-        if max_runs > 1 and run.train.get("probe"):
-            probes.setdefault(json.dumps(run.resources, sort_keys=True), []).append(run)
+        if max_runs > 1 and run.probe is not None:
+            probes.setdefault(run.resources, []).append(run)
         elif max_runs > 1 and packable(run, max_cost):
-            groups.setdefault(json.dumps(run.resources, sort_keys=True), []).append(run)
+            groups.setdefault(run.resources, []).append(run)
         else:
             singles.append([run])
     packs: list[list[Run]] = []

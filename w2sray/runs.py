@@ -37,8 +37,16 @@ from w2sray.methods import generative, method_paths, plan_path, run_fields
 # Searches are the search part's (w2sray/methods/search.py); the name stays importable here
 # because Tune experiments stored before it moved pickled it as w2sray.runs.Search.
 from w2sray.methods.search import Search  # noqa: F401
-from w2sray.settings import FeatureSettings, ModelRef, PretrainSettings
-from w2sray.spec import SweepSpec, canonical_json
+from w2sray.settings import (
+    CorpusRef,
+    DataRef,
+    FeatureSettings,
+    ModelRef,
+    PretrainSettings,
+    ProbeSettings,
+    ProbeTrain,
+)
+from w2sray.spec import Resources, SweepSpec, TrainSettings, canonical_json
 
 # Bump when a change to the training code changes what a run produces.
 RESULT_VERSION = 2  # 2: every non-search run also writes its split-B predictions
@@ -65,13 +73,13 @@ class Run:
     # dataset (for probes); "gt": split A, ground truth; "transfer": split B, weak labels;
     # "search": a search trial
     kind: str
-    dataset: dict[str, Any]  # a pretraining run: its corpus (w2sray.data.corpus.corpus_dict)
-    # name, source, revision, pooling, trust_remote_code; "pretrain": the pretraining run's key
-    # when the model starts from its weights
-    model: dict[str, Any]
+    dataset: DataRef | CorpusRef  # a pretraining run: its corpus
+    model: ModelRef  # with the pretraining run it starts from, if any
     loss: str
     loss_params: dict[str, Any]
-    train: dict[str, Any]
+    # fine-tuning (gt, transfer, search): TrainSettings; a probe run: ProbeTrain; "pretrain":
+    # PretrainSettings; "features": FeatureSettings (w2sray/settings.py)
+    train: TrainSettings | ProbeTrain | PretrainSettings | FeatureSettings
     seed: int
     upstream: tuple[str, ...] = ()  # the run whose split-B predictions are the training labels
     generative: dict[str, Any] = field(default_factory=dict)  # LM fine-tuning first (if set)
@@ -85,18 +93,23 @@ class Run:
     depth: int = 0  # stage: 0 GT, 1 direct transfer, k: the k-th step of a bootstrapping chain
     label: str | None = None  # display label overriding ``variant`` (searched methods)
     search_key: str | None = None  # the search that selected this run's hyper-parameters
-    resources: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+
+    @property
+    def probe(self) -> ProbeSettings | None:
+        """A probe run's probe (``train.probe``), None for any other run."""
+        return self.train.probe if isinstance(self.train, ProbeTrain) else None
 
     def content(self) -> dict[str, Any]:
         from w2sray.data import DATASETS
         from w2sray.losses import LOSSES, resolved_loss_params
 
-        model = {k: v for k, v in self.model.items() if k != "name"}
+        model = {k: v for k, v in self.model.as_dict().items() if k != "name"}
         if "sha256" in model:  # a local model folder: keyed by its files, not where it lies
             model = {k: v for k, v in model.items() if k != "source"}
         if "commit" in model:  # a hub model: keyed by its commit, however the spec named it
             model = {k: v for k, v in model.items() if k != "revision"}
-        dataset = self.dataset
+        dataset = self.dataset.as_dict()
         if "sha256" in dataset:  # a local file: keyed by its bytes, not where it lies
             params = {k: v for k, v in dataset["params"].items() if k not in ("path", "test_path")}
             dataset = {**dataset, "params": params}
@@ -112,7 +125,7 @@ class Run:
         }
         if self.generative:
             versions["generative"] = PART_VERSIONS["generative"]
-        if self.train.get("probe"):
+        if self.probe is not None:
             versions["probe"] = PART_VERSIONS["probe"]
         content = {
             "version": RESULT_VERSION,
@@ -125,7 +138,7 @@ class Run:
             "loss_params": resolved_loss_params(self.loss, self.loss_params)
             if loss
             else self.loss_params,
-            "train": self.train,
+            "train": self.train.as_dict(),
             "seed": self.seed,
             "upstream": list(self.upstream),
         }
@@ -146,8 +159,8 @@ class Run:
         trains in bf16 on a GPU that has it and in fp32 on CPU, so a GPU run is keyed apart
         from the CPU run of the same settings. Only then: how many GPUs, or which share of one,
         never changes a key, and CPU runs keep the keys they had before this was keyed."""
-        on_gpu = float(self.resources.get("gpus_per_worker", 0) or 0) > 0
-        return on_gpu and self.train.get("dtype", "auto") == "auto"
+        on_gpu = self.resources.gpus_per_worker > 0
+        return on_gpu and getattr(self.train, "dtype", "auto") == "auto"
 
     @property
     def needs(self) -> tuple[str, ...]:
@@ -155,7 +168,7 @@ class Run:
         probe's features run (which itself needs the pretraining run)."""
         if self.features:
             return (*self.upstream, self.features)
-        pre = self.model.get("pretrain")
+        pre = self.model.pretrain
         return (*self.upstream, pre) if pre else self.upstream
 
     @property
@@ -180,8 +193,8 @@ class Run:
             "key": self.key,
             "kind": self.kind,
             "role": role,
-            "dataset": self.dataset["name"],
-            "model": self.model["name"],
+            "dataset": self.dataset.name,
+            "model": self.model.name,
             "weak": self.weak_model,
             "method": self.method,
             "loss": self.loss,
@@ -192,21 +205,27 @@ class Run:
             "depth": self.depth,
             "weak_key": self.weak_key or (self.upstream[0] if self.upstream else None),
             "ceiling_key": self.ceiling_key,
-            **({"probe": self.train["probe"]["head"]} if self.train.get("probe") else {}),
+            **({"probe": self.probe.head} if self.probe is not None else {}),
         }
 
     def _searched_lr(self) -> dict[str, Any]:
-        return {"lr": self.train["lr"]} if self.search_key else {}
+        return {"lr": self.train.lr} if self.search_key else {}
 
     def to_config(self) -> dict[str, Any]:
         """Everything a worker needs to train this run (written as config.json): the loss
         params resolved as the key hashed them (the spec's as written stay in ``variant``)."""
         content = self.content()
-        resolved = {"loss_params": content["loss_params"]}
-        return {**asdict(self), **resolved, "key": self.key, "content": content}
+        typed = {
+            "model": self.model.as_dict(),
+            "dataset": self.dataset.as_dict(),
+            "train": self.train.as_dict(),
+            "resources": asdict(self.resources),
+            "loss_params": content["loss_params"],
+        }
+        return {**asdict(self), **typed, "key": self.key, "content": content}
 
 
-def _dataset_dict(ds: Any) -> dict[str, Any]:
+def dataset_ref(ds: Any) -> DataRef:
     """The dataset as a run carries it, its loader params resolved (defaults merged). A local
     file's path is made absolute (Ray workers run in other directories) and its sha256 recorded,
     so the key follows the data's content: moving the file keeps results, editing it retrains."""
@@ -223,7 +242,7 @@ def _dataset_dict(ds: Any) -> dict[str, Any]:
         d["params"] = {**d["params"], "path": os.path.abspath(path)}
         d["sha256"] = file_digest(path)
         d = with_test_digests(d)  # test_path's files too (absolute, keyed by their sha256s)
-    return d
+    return DataRef.from_dict(d)
 
 
 def model_ref(m: Any, pretrain_key: str | None = None) -> ModelRef:
@@ -248,48 +267,30 @@ def model_ref(m: Any, pretrain_key: str | None = None) -> ModelRef:
     return replace(ref, pretrain=pretrain_key or None)
 
 
-def _model_dict(m: Any, pretrain_key: str | None = None) -> dict[str, Any]:
-    """The model as a run carries it and its key hashes it: ``model_ref``'s dict."""
-    return model_ref(m, pretrain_key).as_dict()
-
-
-def train_settings(t: Any, source: str | None = None) -> dict[str, Any]:
+def train_settings(t: TrainSettings, source: str | None = None) -> TrainSettings | ProbeTrain:
     """A run's training settings as its key hashes them: ``select``, ``lora`` and ``probe``
-    with their defaults merged, each left out when off (so keys from before they existed stay
-    the same). ``lora.target_modules: auto`` becomes the family's list where ``source`` (the
-    model's) tells the family (w2sray/models/lora.py family_targets). A probe run keeps only
-    the fields a probe uses (PROBE_TRAIN_FIELDS): the fine-tuning settings do not touch it."""
+    with their defaults merged, each left out of the key when off (so keys from before they
+    existed stay the same). ``lora.target_modules: auto`` becomes the family's list where
+    ``source`` (the model's) tells the family (w2sray/models/lora.py family_targets). A probe
+    run keeps only the fields a probe uses (ProbeTrain): the fine-tuning settings do not touch
+    it."""
     from w2sray.models.lora import family_targets
     from w2sray.models.lora import resolved as resolved_lora
     from w2sray.train.probe import resolved as resolved_probe
     from w2sray.train.select import DEFAULTS
 
-    d = asdict(t)
-    if d.get("probe") is not None:
-        probe = resolved_probe(d["probe"], d["batch_size"])
-        kept = {k: d[k] for k in PROBE_TRAIN_FIELDS}
-        if d.get("select") is not None:
-            kept["select"] = {**DEFAULTS, **d["select"]}
-        return {"probe": probe, **kept}
-    d.pop("probe", None)
-    if d.get("select") is None:
-        d.pop("select", None)
-    else:
-        d["select"] = {**DEFAULTS, **d["select"]}
-    if d.get("lora") is None:
-        d.pop("lora", None)
-    else:
-        d["lora"] = resolved_lora(d["lora"], family_targets(source) if source else None)
-    return d
+    select = {**DEFAULTS, **t.select} if t.select is not None else None
+    if t.probe is not None:
+        probe = ProbeSettings.from_dict(resolved_probe(t.probe, t.batch_size))
+        return ProbeTrain(probe, t.max_length, t.dtype, select)
+    lora = None
+    if t.lora is not None:
+        lora = resolved_lora(t.lora, family_targets(source) if source else None)
+    return replace(t, select=select, lora=lora)
 
 
-# What a probe run's ``train`` keeps besides ``probe`` and ``select`` (max_length and dtype:
-# what its features were computed with; also in its features run's key).
-PROBE_TRAIN_FIELDS = ("max_length", "dtype")
-
-
-def features_run(model: dict[str, Any], dataset: dict[str, Any], t: Any, resources: dict) -> Run:
-    """The features run of a model (``_model_dict``) on a dataset (``_dataset_dict``) under
+def features_run(model: ModelRef, dataset: DataRef, t: TrainSettings, resources: Resources) -> Run:
+    """The features run of a model (``model_ref``) on a dataset (``dataset_ref``) under
     training settings ``t`` (TrainSettings): keyed by their content, ``max_length``, ``dtype``
     and ``eval_batch_size`` only. Seed 0: a built-in model without pretraining is a random
     backbone, the same one for every probe of every seed."""
@@ -299,39 +300,39 @@ def features_run(model: dict[str, Any], dataset: dict[str, Any], t: Any, resourc
         model=model,
         loss="features",
         loss_params={},
-        train=FeatureSettings(t.max_length, t.dtype, t.eval_batch_size).as_dict(),
+        train=FeatureSettings(t.max_length, t.dtype, t.eval_batch_size),
         seed=0,
         method="features",
-        label=f"features(pooling={model['pooling']},max_length={t.max_length})",
+        label=f"features(pooling={model.pooling},max_length={t.max_length})",
         resources=resources,
     )
 
 
-def probe_resources(resources: dict[str, Any]) -> dict[str, Any]:
+def probe_resources(resources: Resources) -> Resources:
     """A probe run's layout: one CPU worker (a head on cached features needs no GPU, no data
     parallelism and no checkpoints: a failed probe reruns in seconds), the model's CPUs."""
-    return {
-        **resources,
-        "workers": 1,
-        "gpus_per_worker": 0.0,
-        "zero_stage": 0,
-        "offload": False,
-        "max_failures": 0,
-        "checkpoint_every": 0,
-    }
+    return replace(
+        resources,
+        workers=1,
+        gpus_per_worker=0.0,
+        zero_stage=0,
+        offload=False,
+        max_failures=0,
+        checkpoint_every=0,
+    )
 
 
-def _pretrain_run(m: Any, resources: dict[str, Any]) -> Run:
+def _pretrain_run(m: Any, resources: Resources) -> Run:
     """The pretraining run of model spec ``m`` (which has a ``pretrain`` recipe)."""
     from w2sray.data.corpus import corpus_dict
 
     pre = m.pretrain
-    model = replace(model_ref(m), pooling=None).as_dict()  # no classifier head: no pooling
+    model = replace(model_ref(m), pooling=None)  # no classifier head: no pooling
     # the objective is the run's loss; mask_prob its parameter (clm has none)
-    settings = PretrainSettings.of(pre).as_dict()
+    settings = PretrainSettings.of(pre)
     return Run(
         kind="pretrain",
-        dataset=corpus_dict(pre.corpus),
+        dataset=CorpusRef.from_dict(corpus_dict(pre.corpus)),
         model=model,
         loss=pre.objective,
         loss_params={"mask_prob": pre.mask_prob} if pre.objective == "mlm" else {},
@@ -392,49 +393,47 @@ class _Planner:
         self.steps: dict[str, Run] = {}  # bootstrapping chains' intermediate runs
         self.features: dict[str, Run] = {}
         self.pretrain = {
-            m.name: _pretrain_run(m, asdict(spec.resources_for(m)))
-            for m in spec.models
-            if m.pretrain
+            m.name: _pretrain_run(m, spec.resources_for(m)) for m in spec.models if m.pretrain
         }
         for run in self.pretrain.values():  # in the manifest: the report lists a failed one's
             self.rows.setdefault((run.key, run.method), run.describe())
-        self.model_dicts = {
-            m.name: _model_dict(m, self.pretrain[m.name].key if m.name in self.pretrain else None)
+        self.model_refs = {
+            m.name: model_ref(m, self.pretrain[m.name].key if m.name in self.pretrain else None)
             for m in spec.models
         }
 
-    def settings(self, m: Any, ds_dict: dict[str, Any]) -> dict[str, Any]:
+    def settings(self, m: Any, ds_ref: DataRef) -> dict[str, Any]:
         """A gt / transfer run's train, resources and (a probe's) features run key."""
-        t, res = self.spec.train_for(m), asdict(self.spec.resources_for(m))
+        t, res = self.spec.train_for(m), self.spec.resources_for(m)
         out = {"train": train_settings(t, m.source), "resources": res}
         if t.probe is not None:  # one features run per (model, dataset, max_length, dtype)
-            feat = features_run(self.model_dicts[m.name], ds_dict, t, res)
+            feat = features_run(self.model_refs[m.name], ds_ref, t, res)
             self.features.setdefault(feat.key, feat)
             self.rows.setdefault((feat.key, feat.method), feat.describe())
             out.update(features=feat.key, resources=probe_resources(res))
         return out
 
-    def add_gt(self, ds: Any, ds_dict: dict[str, Any], seed: int) -> None:
+    def add_gt(self, ds: Any, ds_ref: DataRef, seed: int) -> None:
         for m in self.spec.models:
             run = Run(
                 kind="gt",
-                dataset=ds_dict,
-                model=self.model_dicts[m.name],
+                dataset=ds_ref,
+                model=self.model_refs[m.name],
                 loss="xent",
                 loss_params={},
                 seed=seed,
-                **self.settings(m, ds_dict),
+                **self.settings(m, ds_ref),
             )
             self.gt[(ds.name, m.name, seed)] = run
             self.rows.setdefault((run.key, GT_METHOD), run.describe())
 
-    def add_method(self, ds: Any, ds_dict: dict[str, Any], seed: int, method: Any) -> None:
+    def add_method(self, ds: Any, ds_ref: DataRef, seed: int, method: Any) -> None:
         """A method's runs on every ladder path it trains and grid point, as the method parts
         shape them (w2sray/methods): a transfer per path step, or (a searched method) one
         search per path."""
         for path in method_paths(method, self.ladder):
             for params in method.variants():
-                runs = self.path_runs(ds, ds_dict, seed, method, path, params)
+                runs = self.path_runs(ds, ds_ref, seed, method, path, params)
                 train, searches = plan_path(method, runs)
                 for run in train:
                     self.transfers.setdefault(run.key, run)
@@ -448,7 +447,7 @@ class _Planner:
     def path_runs(
         self,
         ds: Any,
-        ds_dict: dict[str, Any],
+        ds_ref: DataRef,
         seed: int,
         method: Any,
         path: list[str],
@@ -464,8 +463,8 @@ class _Planner:
         for depth, name in enumerate(path[1:], start=1):
             run = Run(
                 kind="transfer",
-                dataset=ds_dict,
-                model=self.model_dicts[name],
+                dataset=ds_ref,
+                model=self.model_refs[name],
                 loss=method.loss,
                 loss_params=params,
                 seed=seed,
@@ -476,7 +475,7 @@ class _Planner:
                 ceiling_key=self.gt[(ds.name, name, seed)].key,
                 depth=depth,
                 **fields,
-                **self.settings(self.models[name], ds_dict),
+                **self.settings(self.models[name], ds_ref),
             )
             prev = run.key
             runs.append(run)
@@ -501,11 +500,11 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     """Expand a spec into content-keyed runs (deduplicated by key) and their report rows."""
     planner = _Planner(spec)
     for ds in spec.datasets:
-        ds_dict = _dataset_dict(ds)
+        ds_ref = dataset_ref(ds)
         for seed in spec.seeds:
-            planner.add_gt(ds, ds_dict, seed)
+            planner.add_gt(ds, ds_ref, seed)
             for method in spec.methods:
-                planner.add_method(ds, ds_dict, seed, method)
+                planner.add_method(ds, ds_ref, seed, method)
     return planner.plan()
 
 
@@ -532,17 +531,17 @@ def unpinned_sources(plan: Plan) -> list[str]:
     seen: dict[str, str] = {}
     for run in plan.all_runs():
         m, d = run.model, run.dataset
-        if not ("builtin" in m or "sha256" in m or "commit" in m or m["name"] in seen):
-            seen[m["name"]] = (
-                f"model {m['name']} ({m['source']}, revision {m.get('revision') or 'main'}): "
+        if not (m.builtin or m.sha256 or m.commit or m.name in seen):
+            seen[m.name] = (
+                f"model {m.name} ({m.source}, revision {m.revision or 'main'}): "
                 "not resolved to a commit (hub unreachable, not in the local cache); its runs "
                 "are keyed by name and revision: pin `revision:` to a commit to key them by "
                 "their weights"
             )
-        if d["name"] in HUB_TASKS and "commit" not in d and f"dataset {d['name']}" not in seen:
-            hub_id, revision = d["params"].get("hub_id"), d["params"].get("revision")
-            seen[f"dataset {d['name']}"] = (
-                f"dataset {d['name']} ({hub_id}, revision {revision or 'main'}): not resolved "
+        if d.name in HUB_TASKS and not d.commit and f"dataset {d.name}" not in seen:
+            hub_id, revision = d.params.get("hub_id"), d.params.get("revision")
+            seen[f"dataset {d.name}"] = (
+                f"dataset {d.name} ({hub_id}, revision {revision or 'main'}): not resolved "
                 "to a commit (hub unreachable, not in the local cache); its runs are keyed by "
                 "name and revision: pin `revision:` to a commit to key them by their rows"
             )

@@ -1,12 +1,13 @@
-"""Typed run settings: a run's model and the settings of the run kinds that do not fine-tune
-(pretraining, features, probes), as dataclasses shared by the planner, which builds them and
-hashes their ``as_dict()`` into the run key (w2sray/runs.py), and the workers, which read them
-back from the run's config.json (``from_dict``) instead of reading string keys with fallbacks.
-A fine-tuning run's settings and every run's layout are the spec's own ``TrainSettings`` and
-``Resources`` (w2sray/spec.py).
+"""Typed run settings, from spec to worker: what a run (w2sray/runs.py ``Run``) carries about
+its model (ModelRef), its data (DataRef; a pretraining run's CorpusRef) and how it trains (the
+spec's TrainSettings for fine-tuning, ProbeTrain, PretrainSettings, FeatureSettings), beside its
+layout (the spec's Resources). The planner builds them and hashes their ``as_dict()`` into the
+run key; ``Run.to_config()`` writes those dicts to config.json, and the workers read them back
+with ``from_dict`` instead of string keys with fallbacks.
 
 ``as_dict`` is exactly the dict the run key has always hashed: optional fields a run does not
-have are left out, not written as null, so keys stay as they were (tests/test_keys.py).
+have (``OPTIONAL``) are left out, not written as null, so keys stay as they were
+(tests/test_keys.py golden keys; tests/test_settings.py round trips).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k in names}
 
 
-class _Settings:
+class KeyedSettings:
     """``from_dict`` (a run config's dict) and ``as_dict`` (what the run key hashes) of a
     settings dataclass. Fields named in ``OPTIONAL`` are left out of the dict when None: runs
     without them were keyed before they existed."""
@@ -39,7 +40,7 @@ class _Settings:
 
 
 @dataclass(frozen=True)
-class ModelRef(_Settings):
+class ModelRef(KeyedSettings):
     """Which model a run trains, as planned: a built-in (with its architecture), a local folder
     (keyed by its files' digest), or a hub id (keyed by the commit its revision points at), and
     the pretraining run whose weights it starts from, if any."""
@@ -67,7 +68,7 @@ class ModelRef(_Settings):
 
 
 @dataclass(frozen=True)
-class DataRef(_Settings):
+class DataRef(KeyedSettings):
     """A labelled dataset as a run carries it: the registry entry, its loader's params with
     their defaults merged, the split sizes and seed, and what keys its content: a local file's
     sha256 (and its test files'), a hub dataset's resolved commit."""
@@ -86,7 +87,7 @@ class DataRef(_Settings):
 
 
 @dataclass(frozen=True)
-class CorpusRef(_Settings):
+class CorpusRef(KeyedSettings):
     """A pretraining run's unlabeled texts (w2sray/data/corpus.py): a registered dataset's,
     drawn with ``seed``, or a local file's (``name`` "file", keyed by its sha256)."""
 
@@ -101,7 +102,7 @@ class CorpusRef(_Settings):
 
 
 @dataclass(frozen=True)
-class PretrainSettings(_Settings):
+class PretrainSettings(KeyedSettings):
     """A pretraining run's optimisation (the spec's PretrainSpec less its corpus, which is the
     run's dataset, its seed, the run's seed, and mask_prob, the mlm loss's parameter)."""
 
@@ -121,7 +122,7 @@ class PretrainSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class FeatureSettings(_Settings):
+class FeatureSettings(KeyedSettings):
     """A features run's: what its probes' features are computed with."""
 
     max_length: int
@@ -130,7 +131,7 @@ class FeatureSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class ProbeSettings(_Settings):
+class ProbeSettings(KeyedSettings):
     """A probe run's head and its optimisation, defaults merged (w2sray/train/probe.py
     ``resolved``): ``batch_size`` None is full-batch (logreg's L-BFGS)."""
 
@@ -139,3 +140,21 @@ class ProbeSettings(_Settings):
     lr: float
     weight_decay: float
     batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ProbeTrain(KeyedSettings):
+    """A probe run's ``train``: its probe, and only the fine-tuning settings a probe uses
+    (``max_length`` and ``dtype``: what its features were computed with; ``select``), so the
+    other fine-tuning settings never retrain it."""
+
+    probe: ProbeSettings
+    max_length: int
+    dtype: str
+    select: dict[str, Any] | None = None
+
+    OPTIONAL = ("select",)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProbeTrain:
+        return cls(**{**_known(cls, d), "probe": ProbeSettings.from_dict(d["probe"])})

@@ -17,6 +17,7 @@ import yaml
 
 from w2sray.methods.generative import GenerativeSpec
 from w2sray.methods.search import SearchSpec
+from w2sray.settings import KeyedSettings
 
 
 class SpecError(ValueError):
@@ -29,8 +30,12 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation settings of one run (any model entry may override them)."""
+class TrainSettings(KeyedSettings):
+    """Optimisation settings of one run (any model entry may override them). As a fine-tuning
+    run carries them (w2sray/runs.py), ``select`` and ``lora`` hold their resolved settings,
+    ``probe`` is None, and ``as_dict`` (what the key hashes) leaves out the ones not set."""
+
+    OPTIONAL = ("select", "lora", "probe")
 
     epochs: float = 2.0  # passes over the run's training split; fractional allowed
     batch_size: int = 32  # global batch, split evenly over the run's workers

@@ -8,7 +8,6 @@ they select.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -114,8 +113,8 @@ def concurrency(runs: list[Run], cluster: dict[str, float], cap: int | None) -> 
     """
     if cap:
         return cap
-    need_cpu = max(r.resources["workers"] * r.resources["cpus_per_worker"] for r in runs)
-    need_gpu = max(r.resources["workers"] * r.resources["gpus_per_worker"] for r in runs)
+    need_cpu = max(r.resources.workers * r.resources.cpus_per_worker for r in runs)
+    need_gpu = max(r.resources.workers * r.resources.gpus_per_worker for r in runs)
     n = len(runs)
     if need_cpu > 0:
         n = min(n, math.floor(cluster.get("CPU", 0) / need_cpu + 1e-9))
@@ -424,7 +423,7 @@ def dataflow_ok(spec: SweepSpec, runs: list[Run]) -> bool:
     """Whether ``runs`` go through one dataflow experiment: the spec's ``packing.dataflow``
     (and packing at all: ``max_runs`` > 1), more than one stage's worth of work, and one
     worker-group shape for every run (a pack has one worker group)."""
-    shapes = {json.dumps(r.resources, sort_keys=True) for r in runs}
+    shapes = {r.resources for r in runs}
     stages = {(r.kind, r.depth) for r in runs}
     return (
         bool(spec.packing.get("dataflow", True))
@@ -446,7 +445,7 @@ def _blocked(run: Run, store: Store, out: Outcome, pending: set[str] = frozenset
         if need in pending and need not in out.failed:
             continue
         if need in out.failed or not store.is_complete(need):
-            role = need_role({"model": run.model, "features": run.features}, need)
+            role = need_role({"model": run.model.as_dict(), "features": run.features}, need)
             return f"{role} run {need} has no result"
     return None
 

@@ -146,7 +146,9 @@ class Search:
 
     def _with(self, values: dict[str, Any], **kw: Any) -> Run:
         params = {**self.base.loss_params, **{k: float(v) for k, v in values.items() if k != "lr"}}
-        train = {**self.base.train, **({"lr": float(values["lr"])} if "lr" in values else {})}
+        train = self.base.train
+        if "lr" in values:
+            train = replace(train, lr=float(values["lr"]))
         return replace(self.base, loss_params=params, train=train, **kw)
 
     def trial_run(self, values: dict[str, Any]) -> Run:
@@ -162,9 +164,9 @@ class Search:
             "key": self.key,
             "method": self.base.method,
             "metric": self.metric,
-            "dataset": self.base.dataset["name"],
+            "dataset": self.base.dataset.name,
             "weak": self.base.weak_model,
-            "strong": self.base.model["name"],
+            "strong": self.base.model.name,
             "seed": self.base.seed,
             "num_samples": self.num_samples,
         }

@@ -142,7 +142,7 @@ def search_failure(
     return {
         **search.describe(),
         "kind": "search",
-        "model": b.model["name"],
+        "model": b.model.name,
         "variant": search.label,
         "error": error,
         "time": time.time(),
@@ -187,7 +187,7 @@ def run_searches(
         store.write_search(search.key, record)
         b = search.base
         printer(
-            f"[search] {b.method} {b.weak_model}->{b.model['name']} seed {b.seed}: chose "
+            f"[search] {b.method} {b.weak_model}->{b.model.name} seed {b.seed}: chose "
             f"{best['values']} ({search.metric} {best['value']:.3f})"
         )
 

@@ -93,9 +93,3 @@ def resolve_revision(repo: str, revision: str | None, repo_type: str = "model") 
             return Resolved(sha, "hub")
     sha = _from_cache(repo, revision or "main", repo_type)
     return Resolved(sha, "cache") if sha else Resolved(None, "unresolved")
-
-
-def model_revision(model: dict) -> str | None:
-    """The revision a worker loads for a run's model (Run.model): the commit the plan resolved,
-    else the spec's revision."""
-    return model.get("commit") or model.get("revision")

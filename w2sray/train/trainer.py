@@ -54,10 +54,10 @@ def build_trainer(
             config["leases"] = leases or {}
             config["needs"] = {r.key: list(r.needs) for r in runs}
     res = run.resources
-    use_gpu = res["gpus_per_worker"] > 0
-    per_worker = {"CPU": res["cpus_per_worker"]}
+    use_gpu = res.gpus_per_worker > 0
+    per_worker = {"CPU": res.cpus_per_worker}
     if use_gpu:
-        per_worker["GPU"] = res["gpus_per_worker"]
+        per_worker["GPU"] = res.gpus_per_worker
     callbacks = []
     if in_tune:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -67,13 +67,13 @@ def build_trainer(
         entry,
         train_loop_config=config,
         scaling_config=ScalingConfig(
-            num_workers=res["workers"], use_gpu=use_gpu, resources_per_worker=per_worker
+            num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=per_worker
         ),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=pack_key(runs),
             storage_path=store.ray_storage_path("train"),
-            failure_config=FailureConfig(max_failures=res["max_failures"]),
+            failure_config=FailureConfig(max_failures=res.max_failures),
             callbacks=callbacks,
         ),
     )
