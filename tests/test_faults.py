@@ -123,7 +123,7 @@ def test_killed_worker_resumes_zero3_shards_of_every_rank(ray_cluster, tmp_path)
     outcome = execute(spec, Plan(gt=(first, target), transfer=()), store, printer=lambda s: None)
     killer.join(timeout=5)
 
-    assert "pid" in found, f"worker never killed: {found}"
+    assert "pid" in found, f"worker never killed: {found} {outcome.failed}"
     assert not psutil.pid_exists(found["pid"]) or psutil.Process(found["pid"]).status() in (
         psutil.STATUS_ZOMBIE,
         psutil.STATUS_DEAD,
@@ -198,7 +198,7 @@ def test_killed_lora_run_resumes_from_a_checkpoint_of_its_adapters(ray_cluster, 
     outcome = execute(spec, Plan(gt=(target,), transfer=()), store, printer=lambda s: None)
     killer.join(timeout=5)
 
-    assert "pid" in found, f"worker never killed: {found}"
+    assert "pid" in found, f"worker never killed: {found} {outcome.failed}"
     assert outcome.failed == {} and outcome.done == [target.key]
     m = store.read_json(target.key, "metrics.json")
     assert (m["steps"], m["workers"], m["engine_zero_stage"]) == (64, workers, 2)

@@ -39,7 +39,7 @@ from w2sray.train.worker import (
     typed_resources,
     typed_train,
 )
-from w2sray.train.zero import gathered
+from w2sray.train.zero import gathered, import_deepspeed
 
 if TYPE_CHECKING:
     from w2sray.spec import TrainSettings
@@ -331,8 +331,9 @@ def _run_metrics(
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config`` = {"run": Run.to_config(), "store": uri}."""
     # deepspeed imported here, at the start: its import time is setup, not the engine's init
-    import deepspeed  # noqa: F401
     import psutil
+
+    import_deepspeed()
 
     t_start = time.time()
     process_start = psutil.Process().create_time()

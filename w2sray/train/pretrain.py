@@ -106,8 +106,11 @@ def pretrain_loop_per_worker(config: dict[str, Any]) -> None:
     the worker, read the corpus, load the model with its LM head, build the engine, train,
     gather the weights, rank 0 writes the model folder, every rank reports."""
     # deepspeed imported here, at the start: its import time is setup, not the engine's init
-    import deepspeed  # noqa: F401
     import psutil
+
+    from w2sray.train.zero import import_deepspeed
+
+    import_deepspeed()
 
     from w2sray.models import W2SClassifier
     from w2sray.settings import CorpusRef, PretrainSettings

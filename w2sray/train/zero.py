@@ -98,6 +98,47 @@ def deepspeed_config(
     }
 
 
+# Imports DeepSpeed makes that a w2sray worker never uses, and that cost every worker process
+# seconds of CPU on each start (benchmarks/RESULTS.md 10d): its autotuner imports MLflow when
+# installed (for autotuning runs' logging; ~0.7 s), and its ZeRO optimizers import the Muon
+# optimizer class, which compiles Muon's kernels through torch._dynamo / _inductor (~1.5 s),
+# only to check ``isinstance(optimizer, MuonWithAuxAdam)``.
+MLFLOW = "mlflow"
+MUON = "deepspeed.runtime.zero.muon.muon_optimizer"
+
+
+def _muon_stub() -> Any:
+    """A stand-in for DeepSpeed's Muon module: its class exists, and no optimizer is one (a
+    w2sray run's optimizer is torch's AdamW), so every Muon branch of ZeRO stays off."""
+    import types
+
+    module = types.ModuleType(MUON, "w2sray: Muon is not used (w2sray.train.zero._muon_stub)")
+
+    class MuonWithAuxAdam:  # never instantiated
+        pass
+
+    module.MuonWithAuxAdam = MuonWithAuxAdam  # type: ignore[attr-defined]
+    return module
+
+
+def import_deepspeed() -> Any:
+    """``import deepspeed`` without the MLflow import of its autotuner (MLflow stays importable
+    afterwards: only DeepSpeed's autotuner sees it as absent), and with a stand-in for its Muon
+    optimizer module, unless something imported the real one already."""
+    import sys
+
+    masked = MLFLOW not in sys.modules
+    if masked:
+        sys.modules[MLFLOW] = None  # type: ignore[assignment]  # reads as not installed
+    try:
+        import deepspeed
+    finally:
+        if masked and sys.modules.get(MLFLOW, ...) is None:
+            del sys.modules[MLFLOW]
+    sys.modules.setdefault(MUON, _muon_stub())
+    return deepspeed
+
+
 def build_engine(
     model: Any,
     optimizer: Any,
@@ -110,7 +151,7 @@ def build_engine(
     gpu: bool,
 ) -> tuple[Any, int]:
     """A run's DeepSpeed engine and the ZeRO stage it was built with (engine_stage)."""
-    import deepspeed
+    deepspeed = import_deepspeed()
 
     offload = res.offload
     stage = engine_stage(res.zero_stage, world_size, gpu, bf16, offload)
