@@ -206,8 +206,9 @@ def _explain(plan: Any, store: Store, prefix: str, spec_path: str) -> int:
             file=sys.stderr,
         )
         return 2
+    cache: dict[str, dict] = {}  # stored contents by kind: the store is read once
     for i, run in enumerate(runs):
-        print(("\n" if i else "") + "\n".join(explain(run, store)))
+        print(("\n" if i else "") + "\n".join(explain(run, store, cache)))
     return 0
 
 

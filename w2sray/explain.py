@@ -38,11 +38,9 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, An
     ]
 
 
-def closest_stored(store: Store, content: dict[str, Any]) -> tuple[str, list] | None:
-    """The complete stored run of the same kind whose recorded content differs from
-    ``content`` in the fewest settings, with those differences (None when there is none)."""
-    kind = content.get("kind")
-    best: tuple[str, list] | None = None
+def stored_contents(store: Store, kind: str) -> dict[str, dict[str, Any]]:
+    """{key: recorded content} of the store's complete runs of ``kind`` (from config.json)."""
+    out: dict[str, dict[str, Any]] = {}
     for key in store.run_keys():
         if not key.startswith(f"{kind}-") or not store.is_complete(key):
             continue
@@ -50,17 +48,28 @@ def closest_stored(store: Store, content: dict[str, Any]) -> tuple[str, list] | 
             stored = store.read_json(key, CONFIG).get("content")
         except (OSError, ValueError):
             continue
-        if not isinstance(stored, dict):
-            continue
-        diff = differences(stored, content)
+        if isinstance(stored, dict):
+            out[key] = stored
+    return out
+
+
+def closest_stored(
+    stored: dict[str, dict[str, Any]], content: dict[str, Any]
+) -> tuple[str, list] | None:
+    """Of ``stored`` (``stored_contents``), the run whose content differs from ``content`` in
+    the fewest settings, with those differences (None when there is none)."""
+    best: tuple[str, list] | None = None
+    for key, recorded in stored.items():
+        diff = differences(recorded, content)
         if best is None or len(diff) < len(best[1]):
             best = (key, diff)
     return best
 
 
-def explain(run: Any, store: Store) -> list[str]:
+def explain(run: Any, store: Store, cache: dict[str, dict] | None = None) -> list[str]:
     """Lines saying what ``run`` (a runs.Run) is keyed by, whether it is stored, and if not,
-    how the closest stored run of its kind differs."""
+    how the closest stored run of its kind differs. ``cache``: the stored contents by kind,
+    shared across calls so several runs read (and checksum) the store once."""
     content = run.content()
     lines = [f"run {run.key} ({run.kind}, {run.model.name}, {run.variant}, seed {run.seed})"]
     lines.append("its key hashes:")
@@ -69,7 +78,10 @@ def explain(run: Any, store: Store) -> list[str]:
         lines.append(f"status: done (stored under {store.run_dir(run.key)})")
         return lines
     lines.append("status: not in the store")
-    near = closest_stored(store, content)
+    cache = {} if cache is None else cache
+    if run.kind not in cache:
+        cache[run.kind] = stored_contents(store, run.kind)
+    near = closest_stored(cache[run.kind], content)
     if near is None:
         lines.append(f"no complete {run.kind} run in the store to compare with")
         return lines

@@ -50,7 +50,7 @@ def mixed_note(cells: Iterable[str | None]) -> str | None:
     by_count = sorted(counts.items(), key=lambda x: -x[1])
     sets = "; ".join(f"[{s}] ({n} run{'s' * (n > 1)})" for s, n in by_count)
     return (
-        f"the runs in this report were trained under {len(counts)} different library sets, "
+        f"The runs in this report were trained under {len(counts)} different library sets, "
         f"so a difference between them may be the libraries', not the method's: {sets}. "
         "Rerun into a fresh store to compare on one set."
     )

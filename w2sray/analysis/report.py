@@ -574,7 +574,7 @@ def write_report(
     matrices, stats, comparisons, notes = _analyse(table, ladder)
     cells = [*table["software"], *gt["software"], *pretrain["software"]]
     if mixed := mixed_note(cells):  # w2sray/provenance.py
-        notes.append(mixed[0].upper() + mixed[1:])
+        notes.append(mixed)
     stats_csv = atomic_write(out / "stats.csv", lambda p: stats.to_csv(p, index=False))
     comparisons_csv = atomic_write(
         out / "comparisons.csv", lambda p: comparisons.to_csv(p, index=False)

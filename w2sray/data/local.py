@@ -322,9 +322,10 @@ def splits_with_test_source(
 
 
 def with_test_digests(dataset: dict) -> dict:
-    """A run's dataset dict (runs.py ``_dataset_dict``) with its test files, if any, made
-    absolute in ``params.test_path`` and their sha256s in ``test_sha256`` (in order), so the run
-    key follows the test files' bytes, not where they lie. Without ``test_path``: unchanged."""
+    """A run's dataset dict (runs.py ``dataset_ref``, before it is typed) with its test files,
+    if any, made absolute in ``params.test_path`` and their sha256s in ``test_sha256`` (in
+    order), so the run key follows the test files' bytes, not where they lie. Without
+    ``test_path``: unchanged."""
     from w2sray.digests import file_digest
 
     value = dataset["params"].get("test_path")
